@@ -1,0 +1,83 @@
+"""What a running job sees of the runtime: its identity, parameters, storage, cancellation,
+logging with the ``[<job_id>]`` prefix, and progress reporting."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+
+from .ids import JobId, JobType
+from .model import Job, Progress
+
+__all__ = ["JobContext", "job_logger"]
+
+
+def job_logger(job_id: str) -> Any:
+    """A loguru logger bound to ``job_id``; callers still start each message with the prefix."""
+    return logger.bind(job_id=job_id)
+
+
+ProgressSink = Callable[[JobId, Progress], None]
+
+
+class JobContext:
+    """Handed to ``JobExecutor.execute`` and ``cancel`` for one attempt of one job.
+
+    The runtime makes these; executors only read them and call their methods, from any thread.
+
+    Attributes:
+        job_id: the job's id.
+        job_type: its type.
+        params: its parameters (a dict of its own; changing it changes nothing stored).
+        attempt: 1 for the first run, 2 for the first retry, and so on.
+        storage: whatever the runtime was opened with as ``storage``.
+    """
+
+    __slots__ = ("_cancel", "_log", "_progress", "attempt", "job_id", "job_type", "params",
+                 "storage")
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        storage: Any,
+        attempt: int,
+        progress_sink: ProgressSink,
+        cancel_event: threading.Event | None = None,
+    ) -> None:
+        self.job_id = job.job_id
+        self.job_type = job.job_type
+        self.params = job.params
+        self.attempt = attempt
+        self.storage = storage
+        self._progress = progress_sink
+        self._cancel = cancel_event if cancel_event is not None else threading.Event()
+        self._log = logger.bind(job_id=job.job_id).opt(depth=1)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel of this job was accepted: stop at the next safe point."""
+        return self._cancel.is_set()
+
+    def log_debug(self, msg: str) -> None:
+        self._log.debug(f"[{self.job_id}] {msg}")
+
+    def log_info(self, msg: str) -> None:
+        self._log.info(f"[{self.job_id}] {msg}")
+
+    def log_warn(self, msg: str) -> None:
+        self._log.warning(f"[{self.job_id}] {msg}")
+
+    def log_error(self, msg: str) -> None:
+        self._log.error(f"[{self.job_id}] {msg}")
+
+    def report_progress(self, done: int, total: int | None = None, note: str | None = None) -> None:
+        """Record how far the job has come; it is persisted and shown as ``Job.progress``."""
+        self._progress(self.job_id, Progress(int(done), None if total is None else int(total),
+                                             note))
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self.job_id} attempt={self.attempt}>"
