@@ -1,0 +1,118 @@
+"""Child specifications and the handles a supervisor gives out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+import trio
+
+from ._actor import ActorRun
+from ._config import PERMANENT, RestartType
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How to start one child and what to do when it stops.
+
+    Attributes:
+        id: Unique among the supervisor's running children.
+        start: ``async def start(*args, task_status, **kwargs)``; the child counts
+            as started when it calls ``task_status.started()``. Returning is a
+            normal exit, raising an ``Exception`` is a crash.
+        args: Positional arguments for ``start``, on every (re)start.
+        kwargs: Keyword arguments for ``start``, on every (re)start.
+        restart: When to restart the child after it stops.
+        shutdown_s: How long the child may take to stop before it is abandoned.
+    """
+
+    id: str
+    start: Callable[..., Awaitable[object]]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    restart: RestartType = PERMANENT
+    shutdown_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise ValueError("a child needs a non-empty id")
+        if self.shutdown_s < 0:
+            raise ValueError(f"shutdown_s must be >= 0, got {self.shutdown_s}")
+
+
+class _Incarnation:
+    """One run of a child, from start to stop. A restart makes a new one."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+        self.value: object = None  # what the child passed to task_status.started()
+        self.started = False
+        self.stopping = False  # the supervisor stopped it: its end is not news
+
+
+class _StatusProxy:
+    """Forwards ``started()`` to trio while remembering that it happened.
+
+    Lets the runner tell a failure to start (raised to ``nursery.start``) from a
+    crash after starting (reported to the supervisor).
+    """
+
+    def __init__(self, status: trio.TaskStatus[object], incarnation: _Incarnation) -> None:
+        self._status = status
+        self._incarnation = incarnation
+
+    def started(self, value: object = None) -> None:
+        self._incarnation.value = value
+        self._incarnation.started = True
+        self._status.started(value)
+
+
+class ChildHandle:
+    """A supervisor's view of one child; created by ``Supervisor.start_child``.
+
+    The handle outlives restarts: it always describes the current incarnation.
+    """
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self._spec = spec
+        self._incarnation: _Incarnation | None = None
+        self._restart_count = 0
+        self._started_at = 0.0
+        self._backoff_attempt = 0
+        self._finished = False  # stopped and will not be restarted
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<ChildHandle {self.id!r} {state} restarts={self._restart_count}>"
+
+    @property
+    def id(self) -> str:
+        """The child's id, from its spec."""
+        return self._spec.id
+
+    @property
+    def spec(self) -> ChildSpec:
+        """The spec the child was started with."""
+        return self._spec
+
+    @property
+    def running(self) -> bool:
+        """Whether the current incarnation has started and not yet stopped."""
+        inc = self._incarnation
+        return inc is not None and inc.started and not inc.done.is_set()
+
+    @property
+    def restart_count(self) -> int:
+        """How many times the supervisor restarted this child."""
+        return self._restart_count
+
+    @property
+    def actor_ref(self) -> pykka.ActorRef[Any] | None:
+        """The current ``ActorRef`` of an actor child; ``None`` for tasks or while down."""
+        inc = self._incarnation
+        if self.running and inc is not None and isinstance(inc.value, ActorRun):
+            return inc.value.ref
+        return None
