@@ -1,5 +1,7 @@
 """kalam-actors: a durable, actor-based job runtime that a storage engine embeds in its process."""
 
+from .blocking import BlockingJobManager as BlockingJobManager
+from .blocking import start_job_manager as start_job_manager
 from .context import JobContext as JobContext
 from .errors import CancelNotAllowed as CancelNotAllowed
 from .errors import CorruptRecord as CorruptRecord
@@ -17,6 +19,9 @@ from .errors import UnknownJobType as UnknownJobType
 from .executor import JobExecutor as JobExecutor
 from .ids import JobId as JobId
 from .ids import JobType as JobType
+from .manager import JobManager as JobManager
+from .manager import ManagerStatistics as ManagerStatistics
+from .manager import open_job_manager as open_job_manager
 from .model import SYSTEM_JOBS_COLUMNS as SYSTEM_JOBS_COLUMNS
 from .model import Job as Job
 from .model import JobDecision as JobDecision
@@ -26,9 +31,11 @@ from .model import JobStatus as JobStatus
 from .model import Outcome as Outcome
 from .model import Progress as Progress
 from .model import RetryPolicy as RetryPolicy
+from .store import JobStore as JobStore
 
 __all__ = [
     "SYSTEM_JOBS_COLUMNS",
+    "BlockingJobManager",
     "CancelNotAllowed",
     "CorruptRecord",
     "IdempotentConflict",
@@ -41,12 +48,16 @@ __all__ = [
     "JobExecutor",
     "JobFilter",
     "JobId",
+    "JobManager",
     "JobNotFound",
     "JobRow",
     "JobStatus",
+    "JobStore",
     "JobType",
     "KalamError",
+    "ManagerStatistics",
     "Outcome",
+    "open_job_manager",
     "Progress",
     "RetryPolicy",
     "RuntimeFailed",
@@ -54,4 +65,5 @@ __all__ = [
     "StoreError",
     "StoreLocked",
     "UnknownJobType",
+    "start_job_manager",
 ]

@@ -1,0 +1,1195 @@
+"""The job manager: a trio supervisor that is the only writer of the job store.
+
+One task, the *loop*, drains the inbox (API calls, attempt results from actor threads, timer
+ticks), applies the whole batch in ONE LMDB write transaction — creates, finished attempts,
+cancels, progress, and the next jobs to start — commits it (fsynced when durable), and only
+then answers callers and tells actors to run the jobs it started. One *timer* task sleeps until
+the earliest of: the first due retry (read from the store's due index), the earliest attempt
+deadline, the next poll for work submitted by other processes. Executor actors live under a
+:class:`supervisors.Supervisor` that restarts them when they crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import heapq
+import math
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+from loguru import logger
+
+from supervisors import (
+    ONE_FOR_ONE,
+    PERMANENT,
+    ChildSpec,
+    EscalationError,
+    EventKind,
+    Intensity,
+    Supervisor,
+    SupervisorEvent,
+    actor_child,
+)
+
+from .actors import Attempt, AttemptResult, ExecutorActor
+from .context import JobContext
+from .errors import (
+    CancelNotAllowed,
+    IdempotentConflict,
+    InvalidParams,
+    InvalidTransition,
+    JobNotFound,
+    KalamError,
+    RuntimeFailed,
+    RuntimeStopped,
+    StoreError,
+    StoreLocked,
+    UnknownJobType,
+)
+from .executor import JobExecutor
+from .ids import JobId, JobType
+from .model import (
+    Job,
+    JobDecision,
+    JobFilter,
+    JobRow,
+    JobStatus,
+    Outcome,
+    Progress,
+    RetryPolicy,
+)
+from .store import (
+    CODE,
+    STATUS_OF,
+    JobStore,
+    StoreTxn,
+    append_trace,
+    new_record,
+    record_to_job,
+    truncate_message,
+)
+
+__all__ = ["JobManager", "ManagerStatistics", "open_job_manager"]
+
+MAX_BATCH: Final = 4096
+RECOVERY_BATCH: Final = 10_000
+ADMIT_BATCH: Final = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ManagerStatistics:
+    """A snapshot of a running job manager.
+
+    Attributes:
+        by_status: how many stored jobs are in each status.
+        by_type: how many stored jobs there are of each type.
+        in_flight: attempts handed to actors and not yet finished.
+        max_concurrent: the most attempts allowed in flight.
+        commits: write transactions committed since start.
+        state_changes: job records written since start.
+        actor_restarts: executor actors restarted after a crash or a timeout.
+    """
+
+    by_status: Mapping[JobStatus, int]
+    by_type: Mapping[JobType, int]
+    in_flight: int
+    max_concurrent: int
+    commits: int
+    state_changes: int
+    actor_restarts: int
+
+
+class _Call:
+    """A request from a trio task that waits for the loop's answer."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def answer(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+    async def wait(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Slot:
+    """One executor actor under the supervisor, and the attempts it holds."""
+
+    child_id: str
+    executor: JobExecutor
+    capacity: int
+    handle: Any = None
+    held: set[str] = dataclasses.field(default_factory=set)
+    replacing: bool = False
+
+    @property
+    def free(self) -> int:
+        if self.replacing or self.handle is None or self.handle.actor_ref is None:
+            return 0
+        return self.capacity - len(self.held)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _InFlight:
+    job_id: str
+    token: int
+    slot: _Slot
+    ctx: JobContext
+    cancel_event: threading.Event
+    deadline: float | None
+    timeout_s: float | None
+    cancel_accepted: bool = False
+    cancel_persisted: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class _Batch:
+    """What one write transaction is asked to do; built by the loop from inbox messages."""
+
+    now: int
+    creates: list[tuple[_Call, list[tuple[JobType, str, str | None, int, float | None]]]] = (
+        dataclasses.field(default_factory=list)
+    )
+    cancels: list[tuple[_Call, str]] = dataclasses.field(default_factory=list)
+    results: list[tuple[_InFlight, JobDecision, bool]] = dataclasses.field(default_factory=list)
+    progress: dict[str, Progress] = dataclasses.field(default_factory=dict)
+    cancel_marks: list[str] = dataclasses.field(default_factory=list)
+    cancel_refusals: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    admit: bool = False
+    capacity: dict[str, int] = dataclasses.field(default_factory=dict)
+    free: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class _Applied:
+    """What a committed batch did, for the loop to act on after the commit."""
+
+    answers: list[tuple[_Call, Any, BaseException | None]] = dataclasses.field(
+        default_factory=list
+    )
+    started: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    ended: list[str] = dataclasses.field(default_factory=list)
+    cancel_requests: list[str] = dataclasses.field(default_factory=list)
+    more_to_admit: bool = False
+    next_due: int | None = None
+    writes: int = 0
+
+
+class JobManager:
+    """The runtime's API: create, get, list, cancel and wait for jobs.
+
+    Made by :func:`open_job_manager` (or :func:`start_job_manager` for blocking code); it has
+    no public constructor.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        executors: Sequence[JobExecutor],
+        *,
+        storage: Any,
+        max_concurrent: int,
+        retry_policy: RetryPolicy,
+        durable: bool,
+        poll_interval_s: float,
+        shutdown_timeout_s: float,
+        actor_intensity: Intensity,
+        token: object,
+    ) -> None:
+        if token is not _TOKEN:
+            raise TypeError("use open_job_manager() or start_job_manager() to make a JobManager")
+        self.store = store
+        self.storage = storage
+        self.max_concurrent = max_concurrent
+        self.retry_policy = retry_policy
+        self.durable = durable
+        self.poll_interval_s = poll_interval_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._actor_intensity = actor_intensity
+        self._executors: dict[JobType, JobExecutor] = {}
+        for ex in executors:
+            if ex.job_type in self._executors:
+                raise InvalidParams(f"two executors registered for job type {ex.job_type.value}")
+            self._executors[ex.job_type] = ex
+        send, receive = trio.open_memory_channel[tuple[Any, ...]](math.inf)
+        self._inbox_send = send
+        self._inbox = receive
+        self._slots: dict[JobType, list[_Slot]] = {}
+        self._slot_by_child: dict[str, _Slot] = {}
+        self._inflight: dict[str, _InFlight] = {}
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._waiters: dict[str, list[trio.Event]] = {}
+        self._tokens = 0
+        self._accepting = False
+        self._dispatching = True
+        self._loop_alive = True
+        self._stopped = False
+        self._timer_kick = trio.Event()
+        self._idle = trio.Event()
+        self._next_due_us: int | None = None
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self._wall_base_us = 0
+        self._trio_base = 0.0
+        self._writer = trio.CapacityLimiter(1)
+        self._commits = 0
+        self._state_changes = 0
+        self._actor_restarts = 0
+        self._supervisor: Supervisor | None = None
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------ public API
+
+    async def create_job(
+        self,
+        job_type: JobType | str,
+        params: Any,
+        *,
+        idempotency_key: str | None = None,
+        max_retries: int = 3,
+        timeout_s: float | None = None,
+    ) -> JobId:
+        """Create a job and return its id once it is durably stored.
+
+        Args:
+            job_type: a JobType, or its name or prefix.
+            params: a dict or JSON object text; checked by the executor's ``validate_params``.
+            idempotency_key: at most one active job may hold it (case-sensitive, ≤ 256 chars).
+            max_retries: retries allowed after the first attempt (default 3).
+            timeout_s: fail an attempt that runs longer than this (overrides the executor's).
+
+        Raises:
+            UnknownJobType: unknown type, or no executor registered for it.
+            InvalidParams: bad JSON, not an object, or rejected by the executor.
+            IdempotentConflict: an active job holds the key; it names that job.
+            RuntimeStopped: the manager is shutting down.
+        """
+        ids = await self.create_jobs(
+            [(job_type, params)],
+            idempotency_keys=[idempotency_key],
+            max_retries=max_retries,
+            timeout_s=timeout_s,
+            atomic=True,
+        )
+        return ids[0]
+
+    async def create_jobs(
+        self,
+        jobs: Iterable[tuple[JobType | str, Any]],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        max_retries: int = 3,
+        timeout_s: float | None = None,
+        atomic: bool = True,
+    ) -> list[JobId]:
+        """Create many jobs in one write transaction (bulk submission).
+
+        Every job is validated first; with ``atomic`` (the default) one conflict or invalid job
+        rejects the whole call and nothing is written.
+
+        Raises:
+            The same errors as :meth:`create_job`, for the first job that fails.
+        """
+        self._check_open()
+        specs = list(jobs)
+        keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(specs)
+        if len(keys) != len(specs):
+            raise InvalidParams("idempotency_keys must have one entry per job")
+        prepared = []
+        for (job_type, params), key in zip(specs, keys, strict=True):
+            jt = JobType.parse(job_type)
+            prepared.append(
+                self.store.prepare(
+                    jt,
+                    params,
+                    idempotency_key=key,
+                    max_retries=max_retries,
+                    timeout_s=timeout_s,
+                    validator=self._executors.get(jt),
+                    require_validator=True,
+                )
+            )
+        call = _Call()
+        self._inbox_send.send_nowait(("create", call, prepared))
+        result: list[JobId] = await call.wait()
+        return result
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or None (a direct read of the store).
+
+        Raises:
+            InvalidJobId: for a malformed id.
+        """
+        return self.store.get_job(job_id)
+
+    async def list_jobs(self, job_filter: JobFilter | None = None) -> list[Job]:
+        """Jobs matching ``job_filter``, oldest first unless it says newest first."""
+        job_filter = job_filter or JobFilter()
+        if job_filter.limit is not None and job_filter.limit <= 1000:
+            return self.store.list_jobs(job_filter)
+        return await trio.to_thread.run_sync(self.store.list_jobs, job_filter)
+
+    def system_jobs(self, job_filter: JobFilter | None = None) -> list[JobRow]:
+        """The ``system.jobs`` view: rows with the columns of ``SYSTEM_JOBS_COLUMNS``."""
+        return list(self.store.system_jobs(job_filter))
+
+    async def cancel_job(self, job_id: str) -> Job:
+        """Cancel a job and return it as it stands after the cancel.
+
+        New, Queued and Retrying jobs end Cancelled at once. A Running job's executor is asked
+        (``cancel``, off the actor thread); if it agrees, ``ctx.cancelled`` turns true and the
+        job ends Cancelled when ``execute`` returns.
+
+        Raises:
+            JobNotFound: no such job.
+            InvalidTransition: the job is already terminal.
+            CancelNotAllowed: the executor refused, or its type cannot be cancelled.
+        """
+        self._check_open(allow_stopping=True)
+        job_id = JobId.parse(job_id)
+        call = _Call()
+        self._inbox_send.send_nowait(("cancel", call, job_id))
+        result: Job = await call.wait()
+        return result
+
+    async def wait_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
+        """Wait until the job is terminal and return it.
+
+        Raises:
+            JobNotFound: no such job.
+            TimeoutError: ``timeout_s`` passed first.
+        """
+        job_id = JobId.parse(job_id)
+        with trio.fail_after(math.inf if timeout_s is None else timeout_s):
+            while True:
+                job = self.store.get_job(job_id)
+                if job is None:
+                    raise JobNotFound(job_id)
+                if job.status.is_terminal:
+                    return job
+                event = trio.Event()
+                self._waiters.setdefault(job_id, []).append(event)
+                # Another process may end a job the loop never touches: look again each poll.
+                with trio.move_on_after(max(self.poll_interval_s, 0.01)):
+                    await event.wait()
+
+    def statistics(self) -> ManagerStatistics:
+        """Counts by status and type (kept by the store), and the runtime's own figures."""
+        counts = self.store.counts()
+        by_status: dict[JobStatus, int] = {}
+        by_type: dict[JobType, int] = {}
+        for (status, job_type), n in counts.items():
+            by_status[status] = by_status.get(status, 0) + n
+            by_type[job_type] = by_type.get(job_type, 0) + n
+        return ManagerStatistics(
+            by_status=by_status,
+            by_type=by_type,
+            in_flight=len(self._inflight),
+            max_concurrent=self.max_concurrent,
+            commits=self._commits,
+            state_changes=self._state_changes,
+            actor_restarts=self._actor_restarts,
+        )
+
+    @property
+    def executors(self) -> Mapping[JobType, JobExecutor]:
+        """The registered executors by type."""
+        return dict(self._executors)
+
+    # ------------------------------------------------------------------ clock
+
+    def _now_us(self) -> int:
+        """Wall time that follows trio's clock, so virtual time in tests moves it too."""
+        return self._wall_base_us + int((trio.current_time() - self._trio_base) * 1_000_000)
+
+    def _trio_time_of(self, wall_us: int) -> float:
+        return self._trio_base + (wall_us - self._wall_base_us) / 1_000_000
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _check_open(self, *, allow_stopping: bool = False) -> None:
+        if self._stopped or not (self._accepting or allow_stopping):
+            raise RuntimeStopped("the job manager is not accepting work (stopping or stopped)")
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self._wall_base_us = int(_wall_now_us())
+        self._trio_base = trio.current_time()
+        await trio.to_thread.run_sync(self._recover)
+        async with Supervisor.open(
+            strategy=ONE_FOR_ONE,
+            intensity=self._actor_intensity,
+            on_event=self._on_supervisor_event,
+            name="executor-actors",
+        ) as sup:
+            self._supervisor = sup
+            await self._start_actors(sup)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._loop)
+                nursery.start_soon(self._timer)
+                self._accepting = True
+                self._inbox_send.send_nowait(("tick",))
+                task_status.started()
+                await trio.sleep_forever()
+
+    async def _start_actors(self, sup: Supervisor) -> None:
+        post = self._post_from_thread
+        for job_type, executor in self._executors.items():
+            slots = []
+            for n in range(max(1, int(getattr(executor, "actors", 1)))):
+                child_id = f"{job_type.prefix}#{n}"
+                slot = _Slot(child_id, executor, max(1, int(getattr(executor, "prefetch", 1))))
+                slot.handle = await sup.start_child(
+                    ChildSpec(
+                        id=child_id,
+                        start=actor_child(ExecutorActor, executor, post),
+                        restart=PERMANENT,
+                        shutdown_s=1.0,
+                    )
+                )
+                slots.append(slot)
+                self._slot_by_child[child_id] = slot
+            self._slots[job_type] = slots
+
+    def _post_from_thread(self, result: AttemptResult) -> None:
+        """Called in actor threads: hand the result to trio without waiting for it."""
+        token = self._trio_token
+        if token is None:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(self._inbox_send.send_nowait, ("result", result))
+
+    def _on_supervisor_event(self, event: SupervisorEvent) -> None:
+        if event.kind is EventKind.CRASHED and event.child_id in self._slot_by_child:
+            self._inbox_send.send_nowait(("crash", event.child_id, event.reason))
+        elif event.kind is EventKind.RESTARTED:
+            self._actor_restarts += 1
+            self._inbox_send.send_nowait(("tick",))
+
+    async def _shutdown(self) -> None:
+        """Stop taking work; let running jobs finish up to the shutdown timeout; cancel the
+        cancellable rest; leave what remains for recovery at the next start."""
+        self._accepting = False
+        self._dispatching = False
+        with trio.move_on_after(self.shutdown_timeout_s):
+            while self._inflight and self._loop_alive:
+                self._idle = trio.Event()
+                await self._idle.wait()
+        if self._inflight:
+            for flight in list(self._inflight.values()):
+                if flight.slot.executor.cancellable:
+                    flight.cancel_accepted = True
+                    flight.cancel_event.set()
+            with trio.move_on_after(min(1.0, self.shutdown_timeout_s)):
+                while self._inflight and self._loop_alive:
+                    self._idle = trio.Event()
+                    await self._idle.wait()
+        for flight in self._inflight.values():
+            logger.warning(
+                f"[{flight.job_id}] still running at shutdown; it will be recovered at next start"
+            )
+        self._stopped = True
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        """Before serving: no job stays Running; New jobs are admitted. In bounded batches."""
+        now = _wall_now_us()
+        failed = retried = cancelled = 0
+
+        def step(txn: StoreTxn) -> int:
+            nonlocal failed, retried, cancelled
+            ids = txn.first_ids("R", "", RECOVERY_BATCH)
+            for job_id in ids:
+                rec = txn.require(job_id)
+                executor = self._executors.get(JobId(job_id).job_type)
+                if rec["cr"]:
+                    txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
+                    cancelled += 1
+                elif executor is not None and executor.rerun_on_recovery and rec["rc"] < rec["mr"]:
+                    txn.move(
+                        rec,
+                        JobStatus.RETRYING,
+                        now,
+                        rc=rec["rc"] + 1,
+                        m=None,
+                        x=append_trace(rec["x"], "Job was running when server shut down"),
+                        ra=now,
+                    )
+                    retried += 1
+                else:
+                    txn.move(
+                        rec,
+                        JobStatus.FAILED,
+                        now,
+                        m="Server restarted",
+                        x=append_trace(rec["x"], "Job was running when server shut down"),
+                    )
+                    failed += 1
+            return len(ids)
+
+        while self.store.write(step, sync=self.durable) == RECOVERY_BATCH:
+            pass
+        while self.store.write(lambda txn: self._admit(txn, now), sync=self.durable):
+            pass
+        # Requests for jobs that are no longer running are stale (recovery ended the rest).
+        self.store.write(
+            lambda txn: [txn.clear_cancel_request(j) for j in txn.cancel_requests(1_000_000)],
+            sync=self.durable,
+        )
+        if failed or retried or cancelled:
+            logger.info(
+                f"recovery: {failed} running jobs failed, {retried} retried, {cancelled} cancelled"
+            )
+
+    @staticmethod
+    def _admit(txn: StoreTxn, now: int) -> bool:
+        """Move New jobs to Queued; True if more remain."""
+        ids = txn.first_ids("N", "", ADMIT_BATCH)
+        for job_id in ids:
+            txn.move(txn.require(job_id), JobStatus.QUEUED, now)
+        return len(ids) == ADMIT_BATCH
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self._loop_alive = False
+            self._idle.set()
+
+    async def _serve(self) -> None:
+        inbox = self._inbox
+        while True:
+            first = await inbox.receive()
+            messages = [first]
+            with contextlib.suppress(trio.WouldBlock):
+                while len(messages) < MAX_BATCH:
+                    messages.append(inbox.receive_nowait())
+            batch = self._collect(messages)
+            if batch is None:
+                continue
+            try:
+                if self.durable:
+                    applied = await trio.to_thread.run_sync(
+                        self._commit, batch, limiter=self._writer
+                    )
+                else:
+                    applied = self._commit(batch)
+            except StoreError as exc:
+                self._fail_batch(batch, exc)
+                raise
+            self._after_commit(batch, applied)
+
+    def _collect(self, messages: list[tuple[Any, ...]]) -> _Batch | None:
+        """Sort inbox messages into one batch; runs in the trio thread."""
+        batch = _Batch(now=self._now_us())
+        for message in messages:
+            kind = message[0]
+            if kind == "result":
+                self._take_result(batch, message[1])
+            elif kind == "create":
+                if self._accepting:
+                    batch.creates.append((message[1], message[2]))
+                else:
+                    message[1].answer(error=RuntimeStopped("the job manager is stopping"))
+            elif kind == "progress":
+                if message[1] in self._inflight:
+                    batch.progress[message[1]] = message[2]
+            elif kind == "cancel":
+                self._take_cancel(batch, message[1], message[2])
+            elif kind == "cancel_verdict":
+                self._take_cancel_verdict(batch, *message[1:])
+            elif kind == "crash":
+                self._take_crash(batch, message[1], message[2])
+            elif kind == "timeout":
+                self._take_timeouts(batch)
+            elif kind == "tick":
+                batch.admit = True
+        if self._dispatching:
+            self._plan_dispatch(batch)
+        if not (
+            batch.creates or batch.cancels or batch.results or batch.progress or batch.admit
+            or batch.cancel_marks or batch.cancel_refusals or batch.free
+        ):
+            return None
+        return batch
+
+    def _take_result(self, batch: _Batch, result: AttemptResult) -> None:
+        flight = self._inflight.get(result.job_id)
+        if flight is None or flight.token != result.token:
+            return  # a late answer from an actor that was replaced after a timeout
+        self._release(flight)
+        batch.results.append((flight, result.decision, result.raised))
+        batch.progress.pop(result.job_id, None)
+
+    def _release(self, flight: _InFlight) -> None:
+        del self._inflight[flight.job_id]
+        flight.slot.held.discard(flight.job_id)
+        if not self._inflight:
+            self._idle.set()
+
+    def _take_crash(self, batch: _Batch, child_id: str, reason: object) -> None:
+        slot = self._slot_by_child[child_id]
+        for job_id in list(slot.held):
+            flight = self._inflight[job_id]
+            self._release(flight)
+            text = f"executor actor {child_id} crashed: {reason!r}"
+            batch.results.append((flight, JobDecision.retry(text, exception_trace=text), True))
+
+    def _take_timeouts(self, batch: _Batch) -> None:
+        now = trio.current_time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, token, job_id = heapq.heappop(self._deadlines)
+            flight = self._inflight.get(job_id)
+            if flight is None or flight.token != token:
+                continue
+            text = f"timed out: the attempt ran past its {flight.timeout_s:g} s limit"
+            logger.warning(f"[{job_id}] {text}; replacing actor {flight.slot.child_id}")
+            self._abandon_slot(batch, flight.slot, text)
+
+    def _abandon_slot(self, batch: _Batch, slot: _Slot, text: str) -> None:
+        """Fail over every attempt an actor holds (the stuck one and any waiting behind it in
+        its mailbox) and replace the actor without waiting for it."""
+        for job_id in list(slot.held):
+            flight = self._inflight[job_id]
+            # If the old thread ever wakes, it must not start what was queued behind.
+            flight.cancel_event.set()
+            self._release(flight)
+            batch.results.append((flight, JobDecision.retry(text, exception_trace=text), True))
+        slot.replacing = True
+        assert self._nursery is not None
+        self._nursery.start_soon(self._replace_actor, slot)
+
+    async def _replace_actor(self, slot: _Slot) -> None:
+        assert self._supervisor is not None
+        try:
+            await self._supervisor.restart_child(
+                slot.child_id, reason=TimeoutError("attempt timed out"), abandon_old=True
+            )
+        finally:
+            slot.replacing = False
+            self._inbox_send.send_nowait(("tick",))
+
+    def _take_cancel(self, batch: _Batch, call: _Call, job_id: str) -> None:
+        flight = self._inflight.get(job_id)
+        if flight is None:
+            batch.cancels.append((call, job_id))
+            return
+        if flight.cancel_accepted:
+            call.answer(self.store.get_job(job_id))
+            return
+        assert self._nursery is not None
+        self._nursery.start_soon(self._ask_executor_to_cancel, flight, call)
+
+    async def _ask_executor_to_cancel(self, flight: _InFlight, call: _Call | None) -> None:
+        executor = flight.slot.executor
+        job = self.store.get_job(flight.job_id)
+        error: KalamError | None = None
+        if job is None:
+            error = JobNotFound(flight.job_id)
+        elif not executor.cancellable:
+            error = CancelNotAllowed(flight.job_id, f"{executor.name} jobs cannot be cancelled")
+        else:
+            try:
+                # Off the actor thread (which is busy running the job) and off the trio thread.
+                await trio.to_thread.run_sync(executor.cancel, flight.ctx, job)
+            except CancelNotAllowed as exc:
+                error = exc
+            except Exception as exc:
+                error = CancelNotAllowed(
+                    flight.job_id, f"{executor.name}.cancel raised {type(exc).__name__}: {exc}"
+                )
+        if error is None:
+            flight.cancel_accepted = True
+            flight.cancel_event.set()
+            logger.info(f"[{flight.job_id}] cancel accepted; stopping at its next safe point")
+        self._inbox_send.send_nowait(("cancel_verdict", flight.job_id, error, call))
+
+    def _take_cancel_verdict(
+        self, batch: _Batch, job_id: str, error: KalamError | None, call: _Call | None
+    ) -> None:
+        if error is None:
+            batch.cancel_marks.append(job_id)
+        else:
+            batch.cancel_refusals.append((job_id, str(getattr(error, "reason", error))))
+        if call is not None:
+            if error is not None:
+                call.answer(error=error)
+            else:
+                call.answer(self.store.get_job(job_id))
+
+    def _plan_dispatch(self, batch: _Batch) -> None:
+        free = self.max_concurrent - len(self._inflight)
+        if free <= 0:
+            return
+        capacity = {}
+        for job_type, slots in self._slots.items():
+            room = sum(s.free for s in slots)
+            if room > 0:
+                capacity[job_type.prefix] = room
+        if capacity:
+            batch.capacity = capacity
+            batch.free = free
+
+    # ------------------------------------------------------------------ the transaction
+
+    def _commit(self, batch: _Batch) -> _Applied:
+        """Apply the batch in one write transaction and commit it (runs in the writer)."""
+        applied = self.store.write(lambda txn: self._apply(txn, batch), sync=False)
+        if self.durable and applied.writes:
+            self.store.sync()
+        return applied
+
+    def _apply(self, txn: StoreTxn, batch: _Batch) -> _Applied:
+        out = _Applied()
+        now = batch.now
+        for call, prepared in batch.creates:
+            out.answers.append((call, *self._apply_create(txn, prepared, now, out)))
+        for flight, decision, raised in batch.results:
+            self._apply_result(txn, flight, decision, raised, now, out)
+        for job_id, progress in batch.progress.items():
+            rec = txn.get(job_id)
+            if rec is not None and rec["s"] == "R":
+                rec["pg"] = [progress.done, progress.total, progress.note]
+                txn.put(rec)
+                out.writes += 1
+        for job_id in batch.cancel_marks:
+            rec = txn.get(job_id)
+            if rec is not None and rec["s"] == "R":
+                rec["cr"] = True
+                rec["ca"] = True
+                txn.put(rec)
+                txn.clear_cancel_request(job_id)
+        for job_id, reason in batch.cancel_refusals:
+            rec = txn.get(job_id)
+            if rec is not None:
+                rec["cr"] = False
+                rec["cx"] = reason
+                txn.put(rec)
+                txn.clear_cancel_request(job_id)
+        for call, job_id in batch.cancels:
+            out.answers.append((call, *self._apply_cancel(txn, job_id, now, out)))
+        if batch.admit:
+            out.more_to_admit = self._admit(txn, now)
+            out.cancel_requests = txn.cancel_requests(1000)
+        if batch.free:
+            self._apply_dispatch(txn, batch, now, out)
+        # Due jobs left waiting for a free actor are picked by the next batch that has room;
+        # the timer only needs the first one that is not yet due.
+        out.next_due = txn.next_due_after(now)
+        return out
+
+    def _apply_create(
+        self,
+        txn: StoreTxn,
+        prepared: list[tuple[JobType, str, str | None, int, float | None]],
+        now: int,
+        out: _Applied,
+    ) -> tuple[Any, BaseException | None]:
+        # Check every key first, so an atomic bulk create writes all or nothing.
+        seen: dict[str, int] = {}
+        for i, (_, _, key, _, _) in enumerate(prepared):
+            if key is None:
+                continue
+            holder = txn.active_holder(key)
+            if holder is not None:
+                return None, IdempotentConflict(key, holder)
+            if key in seen:
+                return None, InvalidParams(
+                    f"idempotency key {key!r} appears twice in one bulk create (jobs {seen[key]} "
+                    f"and {i})",
+                    field="idempotency_key",
+                )
+            seen[key] = i
+        ids = []
+        for jt, text, key, retries, timeout in prepared:
+            job_id = JobId.new(jt)
+            txn.insert(
+                new_record(job_id, text, key=key, max_retries=retries, now=now,
+                           status=JobStatus.QUEUED, timeout_s=timeout)
+            )
+            ids.append(job_id)
+        out.writes += len(ids)
+        return ids, None
+
+    def _apply_result(
+        self,
+        txn: StoreTxn,
+        flight: _InFlight,
+        decision: JobDecision,
+        raised: bool,
+        now: int,
+        out: _Applied,
+    ) -> None:
+        rec = txn.get(flight.job_id)
+        if rec is None or rec["s"] != "R":
+            return  # cancelled from outside, or deleted: nothing to record
+        outcome = decision.outcome
+        if flight.cancel_accepted:
+            txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
+        elif outcome is Outcome.COMPLETED:
+            txn.move(rec, JobStatus.COMPLETED, now, m=truncate_message(decision.message))
+        elif outcome is Outcome.SKIPPED:
+            txn.move(rec, JobStatus.SKIPPED, now, m=truncate_message(decision.message))
+        elif outcome is Outcome.FAILED:
+            txn.move(
+                rec,
+                JobStatus.FAILED,
+                now,
+                m=truncate_message(decision.message),
+                x=append_trace(rec["x"], decision.exception_trace),
+            )
+        else:
+            trace = decision.exception_trace or decision.message
+            if rec["rc"] < rec["mr"]:
+                retry = rec["rc"] + 1
+                backoff = decision.backoff_ms
+                if backoff is None:
+                    backoff = self.retry_policy.backoff_ms(retry)
+                txn.move(
+                    rec,
+                    JobStatus.RETRYING,
+                    now,
+                    rc=retry,
+                    m=None,
+                    x=append_trace(rec["x"], trace),
+                    ra=now + backoff * 1000,
+                )
+            else:
+                txn.move(
+                    rec,
+                    JobStatus.FAILED,
+                    now,
+                    m=truncate_message(f"Max retries exceeded: {decision.message}"),
+                    x=append_trace(rec["x"], trace),
+                )
+        out.ended.append(flight.job_id)
+        out.writes += 1
+
+    def _apply_cancel(
+        self, txn: StoreTxn, job_id: str, now: int, out: _Applied
+    ) -> tuple[Any, BaseException | None]:
+        rec = txn.get(job_id)
+        if rec is None:
+            return None, JobNotFound(job_id)
+        status = STATUS_OF[rec["s"]]
+        if status.is_terminal:
+            return None, InvalidTransition(
+                job_id, status, JobStatus.CANCELLED, f"Cannot cancel job in status {status.value}"
+            )
+        if status is JobStatus.RUNNING:
+            # Running but not held here: it was started in this very batch. Ask again.
+            return None, CancelNotAllowed(job_id, "the job was starting; try again")
+        txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
+        out.ended.append(job_id)
+        out.writes += 1
+        return record_to_job(rec), None
+
+    def _apply_dispatch(self, txn: StoreTxn, batch: _Batch, now: int, out: _Applied) -> None:
+        free = batch.free
+        capacity = dict(batch.capacity)
+        chosen: list[str] = []
+        # Due retries first: they are older work.
+        for _, job_id in txn.due_ids(now, free * 4):
+            prefix = job_id[:2]
+            if len(chosen) < free and capacity.get(prefix, 0) > 0:
+                capacity[prefix] -= 1
+                chosen.append(job_id)
+        free -= len(chosen)
+        if free > 0:
+            candidates = heapq.merge(
+                *(txn.first_ids("Q", prefix + "-", min(room, free))
+                  for prefix, room in capacity.items() if room > 0)
+            )
+            for job_id in candidates:
+                if free <= 0:
+                    break
+                chosen.append(job_id)
+                free -= 1
+        for job_id in chosen:
+            rec = txn.require(job_id)
+            txn.move(rec, JobStatus.RUNNING, now, m=None, pg=None)
+            out.started.append(rec)
+        out.writes += len(chosen)
+
+    # ------------------------------------------------------------------ after the commit
+
+    def _fail_batch(self, batch: _Batch, exc: StoreError) -> None:
+        logger.error(f"job store write failed; the runtime stops taking work: {exc}")
+        self._accepting = False
+        self._dispatching = False
+        for call, _ in batch.creates:
+            call.answer(error=exc)
+        for call, _ in batch.cancels:
+            call.answer(error=exc)
+
+    def _after_commit(self, batch: _Batch, applied: _Applied) -> None:
+        self._commits += 1
+        self._state_changes += applied.writes
+        for call, result, error in applied.answers:
+            call.answer(result, error)
+        for job_id in applied.ended:
+            for event in self._waiters.pop(job_id, ()):
+                event.set()
+        for flight, decision, _ in batch.results:
+            self._log_result(flight.job_id, decision, flight.cancel_accepted)
+        for rec in applied.started:
+            self._start_attempt(rec)
+        for job_id in applied.cancel_requests:
+            self._cancel_requested_elsewhere(job_id)
+        if applied.more_to_admit:
+            self._inbox_send.send_nowait(("tick",))
+        if applied.next_due != self._next_due_us or self._deadlines:
+            self._next_due_us = applied.next_due
+            self._timer_kick.set()
+
+    def _log_result(self, job_id: str, decision: JobDecision, cancelled: bool) -> None:
+        if cancelled:
+            logger.info(f"[{job_id}] Cancelled by user")
+        elif decision.outcome is Outcome.RETRY:
+            logger.warning(f"[{job_id}] attempt failed: {decision.message}")
+        elif decision.outcome is Outcome.FAILED:
+            logger.error(f"[{job_id}] Failed: {decision.message}")
+        else:
+            logger.debug(f"[{job_id}] {decision.outcome.value}: {decision.message or ''}")
+
+    def _start_attempt(self, rec: dict[str, Any]) -> None:
+        job = record_to_job(rec)
+        slots = self._slots[job.job_type]
+        slot = max(slots, key=lambda s: s.free)
+        self._tokens += 1
+        cancel_event = threading.Event()
+        ctx = JobContext(
+            job,
+            storage=self.storage,
+            attempt=job.retry_count + 1,
+            progress_sink=self._progress_from_thread,
+            cancel_event=cancel_event,
+        )
+        timeout = job.timeout_s or slot.executor.timeout_s
+        deadline = None if timeout is None else trio.current_time() + timeout
+        flight = _InFlight(job.job_id, self._tokens, slot, ctx, cancel_event, deadline, timeout)
+        self._inflight[job.job_id] = flight
+        slot.held.add(job.job_id)
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, self._tokens, job.job_id))
+            self._timer_kick.set()
+        logger.debug(f"[{job.job_id}] Running (attempt {ctx.attempt})")
+        slot.handle.actor_ref.tell(Attempt(ctx, job, self._tokens))
+
+    def _progress_from_thread(self, job_id: JobId, progress: Progress) -> None:
+        token = self._trio_token
+        if token is None:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(self._inbox_send.send_nowait, ("progress", job_id, progress))
+
+    def _cancel_requested_elsewhere(self, job_id: str) -> None:
+        flight = self._inflight.get(job_id)
+        if flight is not None and not flight.cancel_accepted and self._nursery is not None:
+            self._nursery.start_soon(self._ask_executor_to_cancel, flight, None)
+
+    # ------------------------------------------------------------------ the timer
+
+    async def _timer(self) -> None:
+        """The one timer: due retries, attempt deadlines, and polling for outside work."""
+        next_poll = trio.current_time() + self.poll_interval_s
+        while True:
+            wake = next_poll
+            if self._next_due_us is not None:
+                wake = min(wake, self._trio_time_of(self._next_due_us))
+            if self._deadlines:
+                wake = min(wake, self._deadlines[0][0])
+            self._timer_kick = trio.Event()
+            with trio.move_on_at(wake):
+                await self._timer_kick.wait()
+                continue
+            now = trio.current_time()
+            if self._deadlines and self._deadlines[0][0] <= now:
+                self._inbox_send.send_nowait(("timeout",))
+            if self._next_due_us is not None and self._trio_time_of(self._next_due_us) <= now:
+                self._next_due_us = None  # the loop's commit reports the next one
+                self._inbox_send.send_nowait(("tick",))
+            if now >= next_poll:
+                next_poll = now + self.poll_interval_s
+                if self._outside_work():
+                    self._inbox_send.send_nowait(("tick",))
+
+    def _outside_work(self) -> bool:
+        """Did another process submit jobs or ask to cancel one? (two index peeks)"""
+        return self.store.has_status(JobStatus.NEW) or self.store.has_cancel_requests()
+
+
+_TOKEN: Final = object()
+
+
+def _wall_now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class _RuntimeLock:
+    """One runtime per store: an exclusive flock on ``<path>/runtime.lock`` holding the pid."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path / "runtime.lock"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = self._holder()
+            os.close(self.fd)
+            raise StoreLocked(str(path), pid) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def _holder(self) -> int | None:
+        try:
+            return int(os.pread(self.fd, 32, 0).decode().strip() or "x")
+        except ValueError:
+            return None
+
+    def release(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+@contextlib.asynccontextmanager
+async def open_job_manager(
+    path: str | os.PathLike[str],
+    *,
+    executors: Iterable[JobExecutor] | None = None,
+    storage: Any = None,
+    max_concurrent: int = 10,
+    retry_policy: RetryPolicy | None = None,
+    durable: bool = True,
+    poll_interval_s: float = 0.25,
+    shutdown_timeout_s: float = 5.0,
+    actor_intensity: Intensity | None = None,
+    log_file: str | os.PathLike[str] | None = None,
+    map_size: int | None = None,
+) -> AsyncIterator[JobManager]:
+    """Run a job manager on the store at ``path`` for the duration of the ``async with``.
+
+    Args:
+        path: the store's folder (created if missing).
+        executors: the executors to run; by default the eight built-in executors.
+        storage: handed to every job as ``ctx.storage`` (the storage engine).
+        max_concurrent: the most attempts running at once.
+        retry_policy: backoff for retries an executor does not time itself.
+        durable: fsync every group commit before acknowledging it.
+        poll_interval_s: how often to look for work submitted by other processes.
+        shutdown_timeout_s: on exit, how long running jobs may take to finish before the
+            cancellable ones are cancelled.
+        actor_intensity: restarts of executor actors allowed (default 5 in 10 s) before the
+            runtime stops with RuntimeFailed.
+        log_file: also write every job's log lines to this file.
+
+    Raises:
+        StoreLocked: another runtime owns the store.
+        RuntimeFailed: the runtime had to stop (actors crashing past the intensity, the store
+            refusing writes); the cause is chained.
+    """
+    if not isinstance(max_concurrent, int) or max_concurrent < 1:
+        raise InvalidParams(f"max_concurrent must be a whole number >= 1, not {max_concurrent!r}")
+    if executors is None:
+        from .executors import builtin_executors
+
+        executors = builtin_executors(storage)
+    executors = list(executors)
+    if not executors:
+        raise UnknownJobType("no executors to run")
+    root = Path(path).resolve()
+    lock = _RuntimeLock(root)
+    sink_id = None
+    try:
+        store = JobStore(root, executors=executors, map_size=map_size)
+        try:
+            if log_file is not None:
+                sink_id = logger.add(
+                    str(log_file), filter=lambda r: "job_id" in r["extra"] or
+                    r["message"].startswith("["), enqueue=False
+                )
+            manager = JobManager(
+                store,
+                executors,
+                storage=storage,
+                max_concurrent=max_concurrent,
+                retry_policy=retry_policy or RetryPolicy(),
+                durable=durable,
+                poll_interval_s=poll_interval_s,
+                shutdown_timeout_s=shutdown_timeout_s,
+                actor_intensity=actor_intensity or Intensity(max_restarts=5, period_s=10.0),
+                token=_TOKEN,
+            )
+            async with _unwrap_runtime_errors():
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(manager._run)
+                    try:
+                        yield manager
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await manager._shutdown()
+                        nursery.cancel_scope.cancel()
+        finally:
+            store.close()
+    finally:
+        if sink_id is not None:
+            logger.remove(sink_id)
+        lock.release()
+
+
+@contextlib.asynccontextmanager
+async def _unwrap_runtime_errors() -> AsyncIterator[None]:
+    """Turn the runtime's internal failures into RuntimeFailed; let the caller's errors
+    through as themselves, not wrapped in exception groups."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+        if len(real) == 1:
+            _raise_single(real[0])
+        raise
+    except EscalationError as exc:
+        raise RuntimeFailed(f"executor actors crashed too often: {exc}") from exc
+    except StoreError as exc:
+        if isinstance(exc, StoreLocked):
+            raise
+        raise RuntimeFailed(f"the job store failed: {exc}") from exc
+
+
+def _raise_single(exc: BaseException) -> None:
+    if isinstance(exc, EscalationError):
+        raise RuntimeFailed(f"executor actors crashed too often: {exc}") from exc
+    if isinstance(exc, StoreError) and not isinstance(exc, StoreLocked):
+        raise RuntimeFailed(f"the job store failed: {exc}") from exc
+    raise exc
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out

@@ -1,0 +1,929 @@
+"""The durable job store: job records and their indexes in one LMDB environment.
+
+Layout (named databases in ``<path>/jobs.lmdb``):
+
+``jobs``      job id -> record (orjson; short keys, see :func:`encode_record`)
+``status``    status code (1 byte) + job id -> b"" — every listing by status, in creation order;
+              because ids start with their type prefix, status + type is a range too
+``keys``      idempotency key -> job id, for active jobs only (the uniqueness check)
+``due``       run_after µs (8 bytes, big-endian) + job id -> b"" — Retrying jobs by due time
+``cancels``   job id -> b"" — cancel requests for running jobs, from other processes
+``counts``    status code + type prefix -> count (8 bytes) — statistics without a scan
+``meta``      schema version
+
+Every write is one LMDB write transaction: the idempotency check and the insert happen in the
+same transaction, which LMDB serialises across threads and processes. Reads are short MVCC
+snapshots. :class:`JobStore` is the public face (read and submit from any process);
+:class:`StoreTxn` is the write-side toolkit the runtime's supervisor uses for group commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import lmdb
+import orjson
+
+from .errors import (
+    CancelNotAllowed,
+    CorruptRecord,
+    IdempotentConflict,
+    InvalidParams,
+    InvalidTransition,
+    JobNotFound,
+    StoreError,
+    UnknownJobType,
+)
+from .executor import JobExecutor
+from .ids import JobId, JobType
+from .model import (
+    MAX_EXCEPTION_TRACE,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_MESSAGE,
+    Job,
+    JobFilter,
+    JobRow,
+    JobStatus,
+    Progress,
+    check_transition,
+    truncate_head,
+    truncate_tail,
+)
+
+__all__ = ["SCHEMA_VERSION", "JobStore", "StoreTxn", "parse_params", "check_idempotency_key"]
+
+SCHEMA_VERSION: Final = 1
+MAX_PARAMS_BYTES: Final = 1 << 20
+MAX_PARAMS_DEPTH: Final = 32
+
+CODE: Final = {
+    JobStatus.NEW: "N",
+    JobStatus.QUEUED: "Q",
+    JobStatus.RUNNING: "R",
+    JobStatus.RETRYING: "Y",
+    JobStatus.COMPLETED: "C",
+    JobStatus.FAILED: "F",
+    JobStatus.CANCELLED: "X",
+    JobStatus.SKIPPED: "S",
+}
+STATUS_OF: Final = {code: status for status, code in CODE.items()}
+ACTIVE_CODES: Final = frozenset("NQRY")
+_TYPE_OF_PREFIX: Final = {t.prefix: t for t in JobType}
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+T = TypeVar("T")
+
+
+def now_us() -> int:
+    """Wall-clock time in whole microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def us_to_datetime(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def parse_params(params: Any) -> tuple[dict[str, Any], str]:
+    """Accept parameters as a dict or JSON text; return the dict and its canonical JSON text.
+
+    Raises:
+        InvalidParams: bad JSON, not an object, NaN/infinity, non-string keys, non-UTF-8 text,
+            over 1 MiB, or nested deeper than 32 levels.
+    """
+    if isinstance(params, (bytes, bytearray, memoryview)):
+        try:
+            params = bytes(params).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidParams(f"parameters are not valid UTF-8: {exc}") from exc
+    if isinstance(params, str):
+        if len(params) > MAX_PARAMS_BYTES:
+            raise InvalidParams(f"parameters are {len(params)} characters; the limit is 1 MiB")
+        try:
+            value = orjson.loads(params)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidParams(f"parameters are not valid JSON: {exc}") from exc
+    elif isinstance(params, dict):
+        value = params
+    else:
+        raise InvalidParams(
+            f"parameters must be a JSON object (a dict or JSON text), not {type(params).__name__}"
+        )
+    if not isinstance(value, dict):
+        raise InvalidParams(f"parameters must be a JSON object, not a JSON {type(value).__name__}")
+    if not _depth_ok(value, MAX_PARAMS_DEPTH):
+        raise InvalidParams(f"parameters are nested deeper than {MAX_PARAMS_DEPTH} levels")
+    try:
+        text = orjson.dumps(value).decode("utf-8")
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise InvalidParams(f"parameters cannot be stored as JSON: {exc}") from exc
+    if len(text) > MAX_PARAMS_BYTES:
+        raise InvalidParams(f"parameters are {len(text)} bytes as JSON; the limit is 1 MiB")
+    # orjson writes NaN and infinities as null; refuse them rather than change the caller's data.
+    if "null" in text and _has_non_finite(value):
+        raise InvalidParams("parameters contain NaN or infinity, which JSON cannot hold")
+    return orjson.loads(text), text
+
+
+def _has_non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and (item != item or item in (float("inf"), float("-inf"))):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def check_idempotency_key(key: Any) -> str | None:
+    """Return the key if acceptable: None, or 1–256 characters of text without NUL.
+
+    Raises:
+        InvalidParams: naming what is wrong with it.
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise InvalidParams(
+            f"idempotency_key must be a string, not {type(key).__name__}", field="idempotency_key"
+        )
+    if not key:
+        raise InvalidParams("idempotency_key must not be empty", field="idempotency_key")
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidParams(
+            f"idempotency_key is {len(key)} characters; the limit is {MAX_IDEMPOTENCY_KEY}",
+            field="idempotency_key",
+        )
+    if "\x00" in key:
+        raise InvalidParams("idempotency_key must not contain NUL", field="idempotency_key")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidParams(
+            f"idempotency_key is not valid Unicode text: {exc}", field="idempotency_key"
+        ) from exc
+    return key
+
+
+def check_max_retries(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
+        raise InvalidParams(
+            f"max_retries must be a whole number from 0 to 1000, not {value!r}",
+            field="max_retries",
+        )
+    return value
+
+
+def check_timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidParams(f"timeout_s must be a number > 0, not {value!r}", field="timeout_s")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def new_record(
+    job_id: str,
+    params_text: str,
+    *,
+    key: str | None,
+    max_retries: int,
+    now: int,
+    status: JobStatus = JobStatus.NEW,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """A fresh job record (a plain dict: this is the stored form, short keys keep it small)."""
+    return {
+        "v": SCHEMA_VERSION,
+        "id": job_id,
+        "s": CODE[status],
+        "p": params_text,
+        "k": key,
+        "rc": 0,
+        "mr": max_retries,
+        "m": None,
+        "x": None,
+        "pg": None,
+        "c": now,
+        "u": now,
+        "st": None,
+        "f": None,
+        "ra": None,
+        "to": timeout_s,
+        "cr": False,
+    }
+
+
+def encode_record(rec: dict[str, Any]) -> bytes:
+    return orjson.dumps(rec)
+
+
+def decode_record(job_id: str, raw: bytes) -> dict[str, Any]:
+    """Decode a stored record, checking its shape.
+
+    Raises:
+        CorruptRecord: naming the job, for undecodable bytes, a foreign record, or a schema
+            version this code does not know.
+    """
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptRecord(job_id, f"not JSON ({exc})") from exc
+    if not isinstance(rec, dict):
+        raise CorruptRecord(job_id, f"a JSON {type(rec).__name__}, not a job record")
+    version = rec.get("v")
+    if version != SCHEMA_VERSION:
+        if isinstance(version, int) and 0 < version < SCHEMA_VERSION:
+            rec = _upgrade(rec)
+        else:
+            raise CorruptRecord(job_id, f"schema version {version!r}; this code reads {SCHEMA_VERSION}")
+    if rec.get("id") != job_id or rec.get("s") not in STATUS_OF:
+        raise CorruptRecord(job_id, "record does not describe this job")
+    return rec
+
+
+def _upgrade(rec: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older record to the current schema (no older schema exists yet)."""
+    return rec
+
+
+def record_to_job(rec: dict[str, Any]) -> Job:
+    job_id = JobId(rec["id"])
+    try:
+        pg = rec["pg"]
+        return Job(
+            job_id=job_id,
+            job_type=_TYPE_OF_PREFIX[job_id[:2]],
+            status=STATUS_OF[rec["s"]],
+            parameters=rec["p"],
+            idempotency_key=rec["k"],
+            retry_count=rec["rc"],
+            max_retries=rec["mr"],
+            message=rec["m"],
+            exception_trace=rec["x"],
+            progress=None if pg is None else Progress(pg[0], pg[1], pg[2]),
+            created_at=_EPOCH + timedelta(microseconds=rec["c"]),
+            updated_at=_EPOCH + timedelta(microseconds=rec["u"]),
+            started_at=us_to_datetime(rec["st"]),
+            finished_at=us_to_datetime(rec["f"]),
+            run_after=us_to_datetime(rec["ra"]),
+            timeout_s=rec.get("to"),
+        )
+    except (KeyError, TypeError, IndexError) as exc:
+        raise CorruptRecord(job_id, f"missing or malformed field {exc}") from exc
+
+
+def _due_key(run_after_us: int, job_id: str) -> bytes:
+    return run_after_us.to_bytes(8, "big") + job_id.encode()
+
+
+# --------------------------------------------------------------------------- environments
+
+
+class _SharedEnv:
+    """One lmdb.Environment per path per process, shared by every JobStore on that path."""
+
+    def __init__(self, path: Path, env: lmdb.Environment) -> None:
+        self.path = path
+        self.env = env
+        self.users = 0
+        self.resize_lock = threading.Lock()
+        self.jobs = env.open_db(b"jobs")
+        self.status = env.open_db(b"status")
+        self.keys = env.open_db(b"keys")
+        self.due = env.open_db(b"due")
+        self.cancels = env.open_db(b"cancels")
+        self.counts = env.open_db(b"counts")
+        self.meta = env.open_db(b"meta")
+
+
+_ENVS: dict[Path, _SharedEnv] = {}
+_ENVS_LOCK = threading.Lock()
+_INITIAL_MAP_SIZE: Final = 256 << 20
+
+
+def _acquire_env(path: Path, map_size: int | None) -> _SharedEnv:
+    with _ENVS_LOCK:
+        shared = _ENVS.get(path)
+        if shared is None:
+            db_path = path / "jobs.lmdb"
+            try:
+                db_path.mkdir(parents=True, exist_ok=True)
+                env = lmdb.open(
+                    str(db_path),
+                    map_size=map_size or _INITIAL_MAP_SIZE,
+                    max_dbs=8,
+                    max_readers=1024,
+                    # Durability is decided per commit: the runtime syncs after each group
+                    # commit when durable, and JobStore writes always sync.
+                    sync=False,
+                    metasync=False,
+                )
+            except (OSError, lmdb.Error) as exc:
+                raise StoreError(f"cannot open job store at {path}: {exc}") from exc
+            shared = _SharedEnv(path, env)
+            _check_schema(shared)
+            _ENVS[path] = shared
+        shared.users += 1
+        return shared
+
+
+def _release_env(shared: _SharedEnv) -> None:
+    with _ENVS_LOCK:
+        shared.users -= 1
+        if shared.users == 0:
+            _ENVS.pop(shared.path, None)
+            shared.env.close()
+
+
+def _check_schema(shared: _SharedEnv) -> None:
+    with shared.env.begin(write=True, db=shared.meta) as txn:
+        raw = txn.get(b"schema")
+        if raw is None:
+            txn.put(b"schema", str(SCHEMA_VERSION).encode())
+            return
+    try:
+        version = int(raw)
+    except ValueError:
+        version = -1
+    if version > SCHEMA_VERSION or version < 1:
+        shared.env.close()
+        raise StoreError(
+            f"job store at {shared.path} has schema version {raw.decode(errors='replace')}; "
+            f"this kalam-actors reads versions 1 to {SCHEMA_VERSION}"
+        )
+    shared.env.sync(True)
+
+
+# --------------------------------------------------------------------------- write side
+
+
+class StoreTxn:
+    """The state changes of one write transaction. Made by :meth:`JobStore.write`.
+
+    Keeps the indexes and counters in step with every record it writes.
+    """
+
+    def __init__(self, shared: _SharedEnv, txn: lmdb.Transaction) -> None:
+        self._s = shared
+        self.txn = txn
+        self._counts: dict[bytes, int] = {}
+
+    # -- reads inside the transaction
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.txn.get(job_id.encode(), db=self._s.jobs)
+        return None if raw is None else decode_record(job_id, raw)
+
+    def require(self, job_id: str) -> dict[str, Any]:
+        rec = self.get(job_id)
+        if rec is None:
+            raise JobNotFound(job_id)
+        return rec
+
+    def active_holder(self, key: str) -> str | None:
+        raw = self.txn.get(key.encode(), db=self._s.keys)
+        return None if raw is None else raw.decode()
+
+    def first_ids(self, code: str, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids with status ``code`` and id prefix ``prefix``, oldest first."""
+        start = (code + prefix).encode()
+        out: list[str] = []
+        cur = self.txn.cursor(db=self._s.status)
+        if not cur.set_range(start):
+            return out
+        for key in cur.iternext(keys=True, values=False):
+            if not key.startswith(start) or len(out) >= limit:
+                break
+            out.append(key[1:].decode())
+        return out
+
+    def due_ids(self, now: int, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` Retrying jobs whose due time is at or before ``now``."""
+        out: list[tuple[int, str]] = []
+        cur = self.txn.cursor(db=self._s.due)
+        if not cur.first():
+            return out
+        for key in cur.iternext(keys=True, values=False):
+            due = int.from_bytes(key[:8], "big")
+            if due > now or len(out) >= limit:
+                break
+            out.append((due, key[8:].decode()))
+        return out
+
+    def next_due_after(self, now: int) -> int | None:
+        """The first due time later than ``now``, if any."""
+        cur = self.txn.cursor(db=self._s.due)
+        if not cur.set_range((now + 1).to_bytes(8, "big")):
+            return None
+        return int.from_bytes(cur.key()[:8], "big")
+
+    # -- writes
+    def _count(self, code: str, job_id: str, delta: int) -> None:
+        key = (code + job_id[:2]).encode()
+        self._counts[key] = self._counts.get(key, 0) + delta
+
+    def insert(self, rec: dict[str, Any]) -> None:
+        """Store a new record (the caller has checked its idempotency key)."""
+        job_id = rec["id"]
+        bid = job_id.encode()
+        if not self.txn.put(bid, encode_record(rec), db=self._s.jobs, overwrite=False):
+            raise StoreError(f"[{job_id}] a job with this id already exists")
+        self.txn.put((rec["s"] + job_id).encode(), b"", db=self._s.status)
+        if rec["k"] is not None and rec["s"] in ACTIVE_CODES:
+            self.txn.put(rec["k"].encode(), bid, db=self._s.keys)
+        if rec["s"] == "Y" and rec["ra"] is not None:
+            self.txn.put(_due_key(rec["ra"], job_id), b"", db=self._s.due)
+        self._count(rec["s"], job_id, +1)
+
+    def put(self, rec: dict[str, Any]) -> None:
+        """Rewrite a record whose status did not change (progress, cancel flags)."""
+        self.txn.put(rec["id"].encode(), encode_record(rec), db=self._s.jobs)
+
+    def move(self, rec: dict[str, Any], new: JobStatus, now: int, **fields: Any) -> None:
+        """Move a record to ``new`` (checked against the transition table), set ``fields``,
+        and keep every index in step. Raises InvalidTransition and writes nothing if refused."""
+        job_id = rec["id"]
+        old_code = rec["s"]
+        check_transition(job_id, STATUS_OF[old_code], new)
+        new_code = CODE[new]
+        s = self._s
+        txn = self.txn
+        if old_code == "Y" and rec["ra"] is not None:
+            txn.delete(_due_key(rec["ra"], job_id), db=s.due)
+        rec.update(fields)
+        rec["s"] = new_code
+        rec["u"] = now
+        if new.is_terminal:
+            rec["f"] = now
+            key = rec["k"]
+            if key is not None and txn.get(key.encode(), db=s.keys) == job_id.encode():
+                txn.delete(key.encode(), db=s.keys)
+            if rec["cr"]:
+                txn.delete(job_id.encode(), db=s.cancels)
+        elif new is JobStatus.RUNNING:
+            rec["st"] = now
+        if new_code == "Y" and rec["ra"] is not None:
+            txn.put(_due_key(rec["ra"], job_id), b"", db=s.due)
+        txn.delete((old_code + job_id).encode(), db=s.status)
+        txn.put((new_code + job_id).encode(), b"", db=s.status)
+        txn.put(job_id.encode(), encode_record(rec), db=s.jobs)
+        self._count(old_code, job_id, -1)
+        self._count(new_code, job_id, +1)
+
+    def delete(self, rec: dict[str, Any]) -> None:
+        """Remove a terminal record and its index entries (job history pruning)."""
+        job_id = rec["id"]
+        if rec["s"] in ACTIVE_CODES:
+            raise InvalidTransition(job_id, STATUS_OF[rec["s"]], None, "cannot delete an active job")
+        self.txn.delete(job_id.encode(), db=self._s.jobs)
+        self.txn.delete((rec["s"] + job_id).encode(), db=self._s.status)
+        self._count(rec["s"], job_id, -1)
+
+    def cancel_requests(self, limit: int) -> list[str]:
+        cur = self.txn.cursor(db=self._s.cancels)
+        out: list[str] = []
+        for key in cur.iternext(keys=True, values=False):
+            if len(out) >= limit:
+                break
+            out.append(key.decode())
+        return out
+
+    def request_cancel(self, job_id: str) -> None:
+        self.txn.put(job_id.encode(), b"", db=self._s.cancels)
+
+    def clear_cancel_request(self, job_id: str) -> None:
+        self.txn.delete(job_id.encode(), db=self._s.cancels)
+
+    def _flush_counts(self) -> None:
+        for key, delta in self._counts.items():
+            if delta:
+                raw = self.txn.get(key, db=self._s.counts)
+                value = (int.from_bytes(raw, "big", signed=True) if raw else 0) + delta
+                self.txn.put(key, value.to_bytes(8, "big", signed=True), db=self._s.counts)
+        self._counts.clear()
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class JobStore:
+    """Read and submit access to a job store, from any process, without running executors.
+
+    Args:
+        path: the store's folder (created if missing).
+        executors: executors whose ``validate_params`` check new jobs; by default the built-in
+            executors, when they are importable.
+        map_size: initial LMDB map size in bytes; it grows when full.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        executors: Iterable[JobExecutor] | None = None,
+        map_size: int | None = None,
+    ) -> None:
+        self.path = Path(path).resolve()
+        self._shared = _acquire_env(self.path, map_size)
+        self._closed = False
+        self._validators: dict[JobType, JobExecutor] | None = (
+            None if executors is None else {e.job_type: e for e in executors}
+        )
+
+    # -- lifecycle
+    def close(self) -> None:
+        """Release the environment (shared with other stores on this path in this process)."""
+        if not self._closed:
+            self._closed = True
+            _release_env(self._shared)
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def env(self) -> lmdb.Environment:
+        return self._shared.env
+
+    # -- transactions
+    def _retry_resized(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, adopting a map size grown by another process, or growing it when full."""
+        for _ in range(64):
+            try:
+                return fn()
+            except lmdb.MapResizedError:
+                with self._shared.resize_lock:
+                    self.env.set_mapsize(0)
+            except lmdb.MapFullError:
+                with self._shared.resize_lock:
+                    size = self.env.info()["map_size"]
+                    self.env.set_mapsize(size * 2)
+            except lmdb.Error as exc:
+                raise StoreError(f"job store {self.path}: {exc}") from exc
+        raise StoreError(f"job store {self.path}: could not grow the map")
+
+    def write(self, fn: Callable[[StoreTxn], T], *, sync: bool = True) -> T:
+        """Run ``fn`` in one write transaction and commit it (re-run whole if the map grows).
+
+        ``fn`` must only touch the store through the StoreTxn it gets: it may run twice.
+        """
+
+        def attempt() -> T:
+            with self.env.begin(write=True) as txn:
+                stxn = StoreTxn(self._shared, txn)
+                result = fn(stxn)
+                stxn._flush_counts()
+            if sync:
+                self.env.sync(True)
+            return result
+
+        return self._retry_resized(attempt)
+
+    def sync(self) -> None:
+        """Flush committed transactions to disk (fsync)."""
+        try:
+            self.env.sync(True)
+        except lmdb.Error as exc:
+            raise StoreError(f"job store {self.path}: sync failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[lmdb.Transaction]:
+        txn = self._retry_resized(lambda: self.env.begin(write=False, buffers=False))
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    # -- reads
+    def get_record(self, job_id: str) -> dict[str, Any] | None:
+        job_id = JobId.parse(job_id)
+        with self._read() as txn:
+            raw = txn.get(job_id.encode(), db=self._shared.jobs)
+        return None if raw is None else decode_record(job_id, raw)
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or None.
+
+        Raises:
+            InvalidJobId: for a malformed id.
+            CorruptRecord: if its record cannot be read.
+        """
+        rec = self.get_record(job_id)
+        return None if rec is None else record_to_job(rec)
+
+    def list_jobs(self, job_filter: JobFilter | None = None) -> list[Job]:
+        """Jobs matching ``job_filter`` in creation order (or newest first), read by index.
+
+        A record that cannot be decoded raises CorruptRecord naming it.
+        """
+        return [record_to_job(r) for r in self.iter_records(job_filter or JobFilter())]
+
+    def system_jobs(self, job_filter: JobFilter | None = None) -> Iterator[JobRow]:
+        """The ``system.jobs`` view: one :class:`JobRow` per matching job."""
+        for rec in self.iter_records(job_filter or JobFilter()):
+            yield JobRow.from_job(record_to_job(rec))
+
+    def iter_records(self, f: JobFilter) -> Iterator[dict[str, Any]]:
+        limit = f.limit
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidParams(f"limit must be a whole number >= 0, not {limit!r}", field="limit")
+        prefixes = self._prefixes(f)
+        statuses = f.statuses()
+        records = self._iter_filtered(f, prefixes, statuses)
+        count = 0
+        for rec in records:
+            if limit is not None and count >= limit:
+                return
+            yield rec
+            count += 1
+
+    def _prefixes(self, f: JobFilter) -> list[str]:
+        types = f.job_types()
+        id_prefix = f.job_id_prefix or ""
+        if types is None:
+            return [id_prefix]
+        out = []
+        for t in types:
+            full = t.prefix + "-"
+            if full.startswith(id_prefix):
+                out.append(full)
+            elif id_prefix.startswith(full):
+                out.append(id_prefix)
+        return sorted(out)
+
+    def _iter_filtered(
+        self, f: JobFilter, prefixes: list[str], statuses: tuple[JobStatus, ...] | None
+    ) -> Iterator[dict[str, Any]]:
+        shared = self._shared
+        key = f.idempotency_key
+        with self._read() as txn:
+            if key is not None and statuses is not None and all(s.is_active for s in statuses):
+                # The keys index answers this without a scan.
+                holder = txn.get(key.encode(), db=shared.keys)
+                ids: Iterable[bytes] = [] if holder is None else [holder]
+            elif statuses is None:
+                ids = self._merge(
+                    [self._range_ids(txn, shared.jobs, p.encode(), 0, f.newest_first)
+                     for p in prefixes],
+                    f.newest_first,
+                )
+            else:
+                ids = self._merge(
+                    [
+                        self._range_ids(txn, shared.status, (CODE[s] + p).encode(), 1,
+                                        f.newest_first)
+                        for s in statuses
+                        for p in prefixes
+                    ],
+                    f.newest_first,
+                )
+            for bid in ids:
+                raw = txn.get(bid, db=shared.jobs)
+                if raw is None:
+                    continue
+                rec = decode_record(bid.decode(), raw)
+                if statuses is not None and STATUS_OF[rec["s"]] not in statuses:
+                    continue
+                if key is not None and rec["k"] != key:
+                    continue
+                if not rec["id"].startswith(tuple(prefixes)):
+                    continue
+                yield rec
+
+    @staticmethod
+    def _merge(iters: list[Iterator[bytes]], reverse: bool) -> Iterator[bytes]:
+        if len(iters) == 1:
+            return iters[0]
+        return heapq.merge(*iters, reverse=reverse)
+
+    @staticmethod
+    def _range_ids(
+        txn: lmdb.Transaction, db: Any, start: bytes, strip: int, reverse: bool
+    ) -> Iterator[bytes]:
+        cur = txn.cursor(db=db)
+        if reverse:
+            # Position just past the prefix range, then walk back.
+            end = _prefix_end(start)
+            positioned = cur.set_range(end) if end is not None else cur.last()
+            if positioned and end is not None:
+                positioned = cur.prev()
+            elif not positioned:
+                positioned = cur.last()
+            if not positioned:
+                return
+            for k in cur.iterprev(keys=True, values=False):
+                if not k.startswith(start):
+                    return
+                yield k[strip:]
+        else:
+            if not cur.set_range(start):
+                return
+            for k in cur.iternext(keys=True, values=False):
+                if not k.startswith(start):
+                    return
+                yield k[strip:]
+
+    def counts(self) -> dict[tuple[JobStatus, JobType], int]:
+        """How many jobs there are of each status and type (kept in step by every write)."""
+        out: dict[tuple[JobStatus, JobType], int] = {}
+        with self._read() as txn:
+            for key, raw in txn.cursor(db=self._shared.counts):
+                value = int.from_bytes(raw, "big", signed=True)
+                code, prefix = key[:1].decode(), key[1:].decode()
+                if value and code in STATUS_OF and prefix in _TYPE_OF_PREFIX:
+                    out[(STATUS_OF[code], _TYPE_OF_PREFIX[prefix])] = value
+        return out
+
+    def next_due_us(self) -> int | None:
+        with self._read() as txn:
+            cur = txn.cursor(db=self._shared.due)
+            return int.from_bytes(cur.key()[:8], "big") if cur.first() else None
+
+    def has_status(self, status: JobStatus) -> bool:
+        with self._read() as txn:
+            cur = txn.cursor(db=self._shared.status)
+            code = CODE[status].encode()
+            return bool(cur.set_range(code)) and cur.key().startswith(code)
+
+    def has_cancel_requests(self) -> bool:
+        with self._read() as txn:
+            return bool(txn.cursor(db=self._shared.cancels).first())
+
+    # -- submit
+    def _validator(self, job_type: JobType) -> JobExecutor | None:
+        if self._validators is None:
+            self._validators = _builtin_validators()
+        return self._validators.get(job_type)
+
+    def prepare(
+        self,
+        job_type: JobType | str,
+        params: Any,
+        *,
+        idempotency_key: str | None = None,
+        max_retries: int = 3,
+        timeout_s: float | None = None,
+        validator: JobExecutor | None = None,
+        require_validator: bool = False,
+    ) -> tuple[JobType, str, str | None, int, float | None]:
+        """Check everything about a new job that can be checked before a transaction."""
+        jt = JobType.parse(job_type)
+        params_dict, text = parse_params(params)
+        key = check_idempotency_key(idempotency_key)
+        retries = check_max_retries(max_retries)
+        timeout = check_timeout(timeout_s)
+        executor = validator if validator is not None else self._validator(jt)
+        if executor is None and require_validator:
+            raise UnknownJobType(f"no executor is registered for job type {jt.value}")
+        if executor is not None:
+            executor.validate_params(params_dict)
+        return jt, text, key, retries, timeout
+
+    def create_job(
+        self,
+        job_type: JobType | str,
+        params: Any,
+        *,
+        idempotency_key: str | None = None,
+        max_retries: int = 3,
+        timeout_s: float | None = None,
+    ) -> JobId:
+        """Submit a job (status New); a running runtime picks it up within its poll interval.
+
+        Raises:
+            UnknownJobType, InvalidParams: for bad input; nothing is written.
+            IdempotentConflict: when an active job holds ``idempotency_key``.
+        """
+        jt, text, key, retries, timeout = self.prepare(
+            job_type, params, idempotency_key=idempotency_key, max_retries=max_retries,
+            timeout_s=timeout_s,
+        )
+        job_id = JobId.new(jt)
+        now = now_us()
+
+        def insert(txn: StoreTxn) -> JobId:
+            if key is not None:
+                holder = txn.active_holder(key)
+                if holder is not None:
+                    raise IdempotentConflict(key, holder)
+            txn.insert(new_record(job_id, text, key=key, max_retries=retries, now=now,
+                                  timeout_s=timeout))
+            return job_id
+
+        return self.write(insert)
+
+    def cancel_job(self, job_id: str, *, wait_s: float = 5.0) -> Job:
+        """Cancel a job. New, Queued and Retrying jobs end Cancelled at once. For a Running
+        job a cancel request is recorded for the runtime, and this waits up to ``wait_s`` for
+        its verdict.
+
+        Raises:
+            JobNotFound, InvalidTransition (terminal job), CancelNotAllowed (the executor
+            refused, or the runtime did not answer within ``wait_s``).
+        """
+        job_id = JobId.parse(job_id)
+        now = now_us()
+
+        def cancel(txn: StoreTxn) -> str:
+            rec = txn.require(job_id)
+            status = STATUS_OF[rec["s"]]
+            if status.is_terminal:
+                raise InvalidTransition(
+                    job_id, status, JobStatus.CANCELLED, f"Cannot cancel job in status {status.value}"
+                )
+            if status is JobStatus.RUNNING:
+                validator = self._validator(JobId(job_id).job_type)
+                if validator is not None and not validator.cancellable:
+                    raise CancelNotAllowed(job_id, f"{validator.name} jobs cannot be cancelled")
+                if not rec["cr"]:
+                    rec["cr"] = True
+                    rec.pop("cx", None)
+                    txn.put(rec)
+                    txn.request_cancel(job_id)
+                return "requested"
+            txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
+            return "done"
+
+        if self.write(cancel) == "done":
+            job = self.get_job(job_id)
+            assert job is not None
+            return job
+        return self._await_cancel_verdict(job_id, wait_s)
+
+    def _await_cancel_verdict(self, job_id: JobId, wait_s: float) -> Job:
+        deadline = time.monotonic() + wait_s
+        delay = 0.005
+        while True:
+            rec = self.get_record(job_id)
+            if rec is None:
+                raise JobNotFound(job_id)
+            if rec.get("cx"):
+                raise CancelNotAllowed(job_id, rec["cx"])
+            if STATUS_OF[rec["s"]].is_terminal or (rec["cr"] and rec.get("ca")):
+                return record_to_job(rec)
+            if time.monotonic() >= deadline:
+                raise CancelNotAllowed(
+                    job_id, f"the runtime did not answer the cancel request within {wait_s} s "
+                    "(is it running?); the request stays recorded"
+                )
+            time.sleep(delay)  # polling another process's verdict; there is no event to wait on
+            delay = min(delay * 2, 0.1)
+
+
+def _builtin_validators() -> dict[JobType, JobExecutor]:
+    try:
+        from .executors import builtin_executors
+    except ImportError:
+        return {}
+    return {e.job_type: e for e in builtin_executors()}
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def truncate_message(text: str | None) -> str | None:
+    return truncate_head(text, MAX_MESSAGE)
+
+
+def append_trace(existing: str | None, new: str | None) -> str | None:
+    """Add an attempt's trace to the job's trace, keeping the newest 10,000 characters."""
+    if not new:
+        return existing
+    combined = new if not existing else f"{existing}\n{new}"
+    return truncate_tail(combined, MAX_EXCEPTION_TRACE)
