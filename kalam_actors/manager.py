@@ -65,6 +65,7 @@ from .model import (
     Progress,
     RetryPolicy,
 )
+from .schedules import Schedule, ScheduledJob
 from .store import (
     CODE,
     STATUS_OF,
@@ -172,6 +173,9 @@ class _Batch:
     cancel_marks: list[str] = dataclasses.field(default_factory=list)
     cancel_refusals: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     admit: bool = False
+    scheduled: list[tuple[ScheduledJob, tuple[JobType, str, str | None, int, float | None]]] = (
+        dataclasses.field(default_factory=list)
+    )
     capacity: dict[str, int] = dataclasses.field(default_factory=dict)
     free: int = 0
 
@@ -210,6 +214,7 @@ class JobManager:
         poll_interval_s: float,
         shutdown_timeout_s: float,
         actor_intensity: Intensity,
+        schedules: Sequence[Schedule],
         token: object,
     ) -> None:
         if token is not _TOKEN:
@@ -222,6 +227,7 @@ class JobManager:
         self.poll_interval_s = poll_interval_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self._actor_intensity = actor_intensity
+        self._schedules = list(schedules)
         self._executors: dict[JobType, JobExecutor] = {}
         for ex in executors:
             if ex.job_type in self._executors:
@@ -623,14 +629,39 @@ class JobManager:
                 self._take_timeouts(batch)
             elif kind == "tick":
                 batch.admit = True
+            elif kind == "schedule":
+                self._take_schedules(batch)
         if self._dispatching:
             self._plan_dispatch(batch)
         if not (
             batch.creates or batch.cancels or batch.results or batch.progress or batch.admit
-            or batch.cancel_marks or batch.cancel_refusals or batch.free
+            or batch.cancel_marks or batch.cancel_refusals or batch.free or batch.scheduled
         ):
             return None
         return batch
+
+    def _take_schedules(self, batch: _Batch) -> None:
+        if not self._accepting:
+            return
+        for schedule in self._schedules:
+            try:
+                planned = schedule.plan(batch.now, self.store.last_slot)
+            except Exception:
+                logger.exception(f"schedule {schedule!r} failed to plan; it is skipped this time")
+                continue
+            for job in planned:
+                try:
+                    prepared = self.store.prepare(
+                        job.job_type,
+                        job.params,
+                        idempotency_key=job.idempotency_key,
+                        validator=self._executors.get(job.job_type),
+                        require_validator=True,
+                    )
+                except KalamError as exc:
+                    logger.error(f"schedule {job.name}: job not created: {exc}")
+                    continue
+                batch.scheduled.append((job, prepared))
 
     def _take_result(self, batch: _Batch, result: AttemptResult) -> None:
         flight = self._inflight.get(result.job_id)
@@ -787,6 +818,8 @@ class JobManager:
                 txn.clear_cancel_request(job_id)
         for call, job_id in batch.cancels:
             out.answers.append((call, *self._apply_cancel(txn, job_id, now, out)))
+        for job, prepared in batch.scheduled:
+            self._apply_scheduled(txn, job, prepared, now, out)
         if batch.admit:
             out.more_to_admit = self._admit(txn, now)
             out.cancel_requests = txn.cancel_requests(1000)
@@ -829,6 +862,24 @@ class JobManager:
             ids.append(job_id)
         out.writes += len(ids)
         return ids, None
+
+    def _apply_scheduled(
+        self,
+        txn: StoreTxn,
+        job: ScheduledJob,
+        prepared: tuple[JobType, str, str | None, int, float | None],
+        now: int,
+        out: _Applied,
+    ) -> None:
+        last = txn.get_slot(job.name)
+        if last is not None and job.slot <= last:
+            return
+        txn.put_slot(job.name, job.slot)
+        ids, error = self._apply_create(txn, [prepared], now, out)
+        if error is None:
+            logger.info(f"[{ids[0]}] created by schedule {job.name} (slot {job.slot})")
+        elif isinstance(error, IdempotentConflict):
+            logger.debug(f"schedule {job.name}: {error}; slot {job.slot} skipped")
 
     def _apply_result(
         self,
@@ -1014,6 +1065,9 @@ class JobManager:
         next_poll = trio.current_time() + self.poll_interval_s
         while True:
             wake = next_poll
+            schedule_wake = self._next_schedule_wake()
+            if schedule_wake is not None:
+                wake = min(wake, schedule_wake)
             if self._next_due_us is not None:
                 wake = min(wake, self._trio_time_of(self._next_due_us))
             if self._deadlines:
@@ -1028,10 +1082,26 @@ class JobManager:
             if self._next_due_us is not None and self._trio_time_of(self._next_due_us) <= now:
                 self._next_due_us = None  # the loop's commit reports the next one
                 self._inbox_send.send_nowait(("tick",))
+            if schedule_wake is not None and schedule_wake <= now:
+                self._inbox_send.send_nowait(("schedule",))
             if now >= next_poll:
                 next_poll = now + self.poll_interval_s
                 if self._outside_work():
                     self._inbox_send.send_nowait(("tick",))
+
+    def _next_schedule_wake(self) -> float | None:
+        now = self._now_us()
+        wakes = []
+        for schedule in self._schedules:
+            try:
+                wake = schedule.next_wake_us(now)
+            except Exception:
+                logger.exception(f"schedule {schedule!r} failed to say when to wake")
+                continue
+            if wake is not None:
+                wakes.append(wake)
+        # Never spin: a schedule due now is asked again at the earliest after a millisecond.
+        return self._trio_time_of(max(min(wakes), now + 1000)) if wakes else None
 
     def _outside_work(self) -> bool:
         """Did another process submit jobs or ask to cancel one? (two index peeks)"""
@@ -1086,6 +1156,7 @@ async def open_job_manager(
     actor_intensity: Intensity | None = None,
     log_file: str | os.PathLike[str] | None = None,
     map_size: int | None = None,
+    schedules: Iterable[Schedule] = (),
 ) -> AsyncIterator[JobManager]:
     """Run a job manager on the store at ``path`` for the duration of the ``async with``.
 
@@ -1102,6 +1173,7 @@ async def open_job_manager(
         actor_intensity: restarts of executor actors allowed (default 5 in 10 s) before the
             runtime stops with RuntimeFailed.
         log_file: also write every job's log lines to this file.
+        schedules: schedules whose jobs the runtime creates on its own (see ``schedules``).
 
     Raises:
         StoreLocked: another runtime owns the store.
@@ -1138,6 +1210,7 @@ async def open_job_manager(
                 poll_interval_s=poll_interval_s,
                 shutdown_timeout_s=shutdown_timeout_s,
                 actor_intensity=actor_intensity or Intensity(max_restarts=5, period_s=10.0),
+                schedules=list(schedules),
                 token=_TOKEN,
             )
             async with _unwrap_runtime_errors():

@@ -508,6 +508,14 @@ class StoreTxn:
         self.txn.delete((rec["s"] + job_id).encode(), db=self._s.status)
         self._count(rec["s"], job_id, -1)
 
+    def get_slot(self, name: str) -> int | None:
+        """The last schedule slot recorded for ``name``."""
+        raw = self.txn.get(b"sched:" + name.encode(), db=self._s.meta)
+        return None if raw is None else int(raw)
+
+    def put_slot(self, name: str, slot: int) -> None:
+        self.txn.put(b"sched:" + name.encode(), str(slot).encode(), db=self._s.meta)
+
     def cancel_requests(self, limit: int) -> list[str]:
         cur = self.txn.cursor(db=self._s.cancels)
         out: list[str] = []
@@ -764,6 +772,12 @@ class JobStore:
                 if value and code in STATUS_OF and prefix in _TYPE_OF_PREFIX:
                     out[(STATUS_OF[code], _TYPE_OF_PREFIX[prefix])] = value
         return out
+
+    def last_slot(self, name: str) -> int | None:
+        """The last slot the runtime created a job for, for the schedule ``name``."""
+        with self._read() as txn:
+            raw = txn.get(b"sched:" + name.encode(), db=self._shared.meta)
+        return None if raw is None else int(raw)
 
     def next_due_us(self) -> int | None:
         with self._read() as txn:
