@@ -65,8 +65,12 @@ class _StatusProxy:
         self._incarnation = incarnation
 
     def started(self, value: object = None) -> None:
-        self._incarnation.value = value
-        self._incarnation.started = True
+        inc = self._incarnation
+        inc.value = value
+        inc.started = True
+        # From now on only the supervisor stops the child: a cancellation from
+        # outside must not kill children in random order before the ordered shutdown.
+        inc.scope.shield = True
         self._status.started(value)
 
 

@@ -275,7 +275,11 @@ class Supervisor:
                      handled=handled)
         self._notes_tx.send_nowait(note)
         await handled.wait()
-        self._check_open()
+        if self._closing:
+            # Escalated: a caller inside the supervisor's block is being cancelled
+            # (let that win, so only EscalationError leaves the block); others learn here.
+            await trio.lowlevel.checkpoint()
+            self._check_open()
 
     # --- running children -----------------------------------------------------------------
 
@@ -353,12 +357,22 @@ class Supervisor:
     # --- reacting to children going down --------------------------------------------------
 
     async def _manage(self) -> None:
-        async for note in self._notes_rx:
-            try:
-                if not self._closing:
-                    with trio.CancelScope() as self._op_scope:
-                        await self._handle(note)
-            finally:
+        try:
+            async for note in self._notes_rx:
+                try:
+                    if not self._closing:
+                        with trio.CancelScope() as self._op_scope:
+                            await self._handle(note)
+                finally:
+                    if note.handled is not None:
+                        note.handled.set()
+        finally:
+            # Wake restart_child callers whose request will never be handled now.
+            while True:
+                try:
+                    note = self._notes_rx.receive_nowait()
+                except trio.WouldBlock:
+                    break
                 if note.handled is not None:
                     note.handled.set()
 

@@ -1,0 +1,25 @@
+"""The public namespace is thin and complete."""
+
+from __future__ import annotations
+
+import supervisors
+
+
+def test_all_matches_public_attributes() -> None:
+    public = {name for name in dir(supervisors) if not name.startswith("_")}
+    assert set(supervisors.__all__) == public
+
+
+def test_public_names_are_documented() -> None:
+    for name in supervisors.__all__:
+        obj = getattr(supervisors, name)
+        if callable(obj):
+            assert obj.__doc__, name
+
+
+def test_package_does_not_import_the_runtime() -> None:
+    import pathlib
+
+    root = pathlib.Path(supervisors.__file__).parent
+    for source in root.glob("*.py"):
+        assert "kalam_actors" not in source.read_text(), source.name
