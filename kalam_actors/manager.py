@@ -188,7 +188,7 @@ class _Applied:
         default_factory=list
     )
     started: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    ended: list[str] = dataclasses.field(default_factory=list)
+    changed: list[str] = dataclasses.field(default_factory=list)
     cancel_requests: list[str] = dataclasses.field(default_factory=list)
     more_to_admit: bool = False
     next_due: int | None = None
@@ -380,19 +380,38 @@ class JobManager:
             JobNotFound: no such job.
             TimeoutError: ``timeout_s`` passed first.
         """
-        job_id = JobId.parse(job_id)
         with trio.fail_after(math.inf if timeout_s is None else timeout_s):
-            while True:
-                job = self.store.get_job(job_id)
-                if job is None:
-                    raise JobNotFound(job_id)
-                if job.status.is_terminal:
-                    return job
-                event = trio.Event()
-                self._waiters.setdefault(job_id, []).append(event)
-                # Another process may end a job the loop never touches: look again each poll.
-                with trio.move_on_after(max(self.poll_interval_s, 0.01)):
-                    await event.wait()
+            async with contextlib.aclosing(self.watch_job(job_id)) as changes:
+                async for job in changes:
+                    if job.status.is_terminal:
+                        return job
+        raise AssertionError("watch_job ends only after a terminal status")  # pragma: no cover
+
+    async def watch_job(self, job_id: str) -> AsyncIterator[Job]:
+        """Yield the job now and after every committed change (status, retry, progress),
+        ending after it reaches a terminal status. Close it with ``contextlib.aclosing`` if you
+        stop early.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        job_id = JobId.parse(job_id)
+        last = None
+        while True:
+            job = self.store.get_job(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            seen = (job.status, job.retry_count, job.updated_at, job.progress)
+            if seen != last:
+                last = seen
+                yield job
+            if job.status.is_terminal:
+                return
+            event = trio.Event()
+            self._waiters.setdefault(job_id, []).append(event)
+            # Another process may change a job the loop never touches: look again each poll.
+            with trio.move_on_after(max(self.poll_interval_s, 0.01)):
+                await event.wait()
 
     def statistics(self) -> ManagerStatistics:
         """Counts by status and type (kept by the store), and the runtime's own figures."""
@@ -421,7 +440,7 @@ class JobManager:
 
     def _now_us(self) -> int:
         """Wall time that follows trio's clock, so virtual time in tests moves it too."""
-        return self._wall_base_us + int((trio.current_time() - self._trio_base) * 1_000_000)
+        return self._wall_base_us + round((trio.current_time() - self._trio_base) * 1_000_000)
 
     def _trio_time_of(self, wall_us: int) -> float:
         return self._trio_base + (wall_us - self._wall_base_us) / 1_000_000
@@ -801,6 +820,7 @@ class JobManager:
             if rec is not None and rec["s"] == "R":
                 rec["pg"] = [progress.done, progress.total, progress.note]
                 txn.put(rec)
+                out.changed.append(job_id)
                 out.writes += 1
         for job_id in batch.cancel_marks:
             rec = txn.get(job_id)
@@ -932,7 +952,7 @@ class JobManager:
                     m=truncate_message(f"Max retries exceeded: {decision.message}"),
                     x=append_trace(rec["x"], trace),
                 )
-        out.ended.append(flight.job_id)
+        out.changed.append(flight.job_id)
         out.writes += 1
 
     def _apply_cancel(
@@ -950,7 +970,7 @@ class JobManager:
             # Running but not held here: it was started in this very batch. Ask again.
             return None, CancelNotAllowed(job_id, "the job was starting; try again")
         txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
-        out.ended.append(job_id)
+        out.changed.append(job_id)
         out.writes += 1
         return record_to_job(rec), None
 
@@ -979,6 +999,7 @@ class JobManager:
             rec = txn.require(job_id)
             txn.move(rec, JobStatus.RUNNING, now, m=None, pg=None)
             out.started.append(rec)
+            out.changed.append(job_id)
         out.writes += len(chosen)
 
     # ------------------------------------------------------------------ after the commit
@@ -997,9 +1018,10 @@ class JobManager:
         self._state_changes += applied.writes
         for call, result, error in applied.answers:
             call.answer(result, error)
-        for job_id in applied.ended:
-            for event in self._waiters.pop(job_id, ()):
-                event.set()
+        if self._waiters:
+            for job_id in applied.changed:
+                for event in self._waiters.pop(job_id, ()):
+                    event.set()
         for flight, decision, _ in batch.results:
             self._log_result(flight.job_id, decision, flight.cancel_accepted)
         for rec in applied.started:
