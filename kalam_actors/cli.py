@@ -1,0 +1,729 @@
+"""The ``kalam-actors`` command: see, steer and run the jobs of a storage engine.
+
+Every listing reads the ``system.jobs`` view (``JobStore.system_jobs()``), so it works from any
+process, also while ``kalam-actors run`` owns the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import orjson
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .errors import (
+    CancelNotAllowed,
+    IdempotentConflict,
+    InvalidParams,
+    InvalidTransition,
+    JobNotFound,
+    KalamError,
+    RuntimeFailed,
+    StoreLocked,
+    UnknownJobType,
+)
+from .executor import JobExecutor
+from .ids import JobId, JobType
+from .live import (
+    JobBoard,
+    PlainReporter,
+    job_detail_table,
+    jobs_table,
+    json_line,
+    make_console,
+    row_to_json,
+)
+from .model import JobFilter, JobRow, JobStatus
+
+__all__ = [
+    "EXIT_CONFLICT",
+    "EXIT_FAILED",
+    "EXIT_LOCKED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "DataDir",
+    "main",
+]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_CONFLICT: Final = 3
+EXIT_NOT_FOUND: Final = 4
+EXIT_LOCKED: Final = 5
+
+DATA_ENV: Final = "KALAM_ACTORS_DATA"
+
+EPILOG: Final = f"""\
+data directory (--data DIR, or ${DATA_ENV}):
+  DIR/jobs      the job store (LMDB); DIR/jobs/runtime.lock names the running runtime's pid
+  DIR/engine    the storage engine (hot rows in LMDB, Parquet segments)
+  DIR/maintenance.json   optional per-table schedules for `run` (see `run --help`)
+  Commands other than `demo` and `run --create` refuse a data directory that does not exist.
+
+exit codes:
+  0  ok
+  1  a job or the runtime failed (also: cancel refused, job already finished)
+  2  bad usage or input (bad JSON, unknown type or status, malformed id, missing data dir)
+  3  idempotency conflict: an active job holds the key (its id is printed)
+  4  not found (no job with that id)
+  5  store locked: another runtime owns the job store
+
+examples:
+  kalam-actors demo
+  kalam-actors run --data ./data --create
+  kalam-actors submit Flush --data ./data \\
+      --params '{{"namespace_id": "app", "table_name": "events", "table_type": "Stream"}}'
+  kalam-actors jobs list --data ./data --status Failed --json
+"""
+
+
+class CliError(Exception):
+    """An error the command reports in one line and exits with ``code`` for."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The documented exit code for an error."""
+    if isinstance(exc, CliError):
+        return exc.code
+    if isinstance(exc, IdempotentConflict):
+        return EXIT_CONFLICT
+    if isinstance(exc, JobNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, StoreLocked):
+        return EXIT_LOCKED
+    if isinstance(exc, (InvalidParams, UnknownJobType)):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- data dir
+
+
+class DataDir:
+    """The layout of a data directory: ``jobs`` (job store) and ``engine`` (storage engine)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+        self.jobs = self.root / "jobs"
+        self.engine = self.root / "engine"
+        self.policy_file = self.root / "maintenance.json"
+
+    def require(self) -> DataDir:
+        """Raise CliError (exit 2) unless the directory and its job store exist."""
+        if not self.root.is_dir():
+            raise CliError(
+                f"data directory {self.root} does not exist (pass --data DIR, set "
+                f"${DATA_ENV}, or create one with `kalam-actors run --data DIR --create`)"
+            )
+        if not (self.jobs / "jobs.lmdb").is_dir():
+            raise CliError(
+                f"{self.root} holds no job store ({self.jobs} is missing); "
+                f"start one with `kalam-actors run --data {self.root}`"
+            )
+        return self
+
+    def runtime_pid(self) -> int | None:
+        """The pid of the runtime that owns the store, or None when none runs."""
+        lock = self.jobs / "runtime.lock"
+        if not lock.exists():
+            return None
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+
+def _data_dir(args: argparse.Namespace) -> DataDir:
+    value = args.data or os.environ.get(DATA_ENV)
+    if not value:
+        raise CliError(f"no data directory: pass --data DIR or set ${DATA_ENV}")
+    return DataDir(value)
+
+
+def validators() -> list[JobExecutor]:
+    """Executors whose ``validate_params`` check jobs submitted from this process (no engine
+    is opened: checking parameters needs none)."""
+    from .history import JobCleanupExecutor
+
+    found: list[JobExecutor] = []
+    with contextlib.suppress(ImportError):
+        from .executors import builtin_executors
+
+        found.extend(builtin_executors(None))
+    found.append(JobCleanupExecutor(None))
+    return found
+
+
+@contextlib.contextmanager
+def open_store(data: DataDir) -> Iterator[Any]:
+    """The job store of an existing data directory, for reading and submitting."""
+    from .store import JobStore
+
+    data.require()
+    store = JobStore(data.jobs, executors=validators())
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _out(args: argparse.Namespace) -> Console:
+    console: Console = args._console
+    return console
+
+
+def _err(args: argparse.Namespace) -> Console:
+    console: Console = args._err_console
+    return console
+
+
+def _print_line(args: argparse.Namespace, text: str) -> None:
+    _out(args).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _statuses(values: Sequence[str] | None) -> list[JobStatus] | None:
+    if not values:
+        return None
+    return [JobStatus.parse(part.strip()) for v in values for part in v.split(",") if part.strip()]
+
+
+def _types(values: Sequence[str] | None) -> list[JobType] | None:
+    if not values:
+        return None
+    return [JobType.parse(part.strip()) for v in values for part in v.split(",") if part.strip()]
+
+
+def _read_rows(store: Any, args: argparse.Namespace) -> list[JobRow]:
+    limit = args.limit if args.limit and args.limit > 0 else None
+    job_filter = JobFilter(
+        status=_statuses(args.status),
+        job_type=_types(args.type),
+        job_id_prefix=args.prefix,
+        limit=limit,
+        newest_first=bool(args.newest_first or limit is not None),
+    )
+    rows = list(store.system_jobs(job_filter))
+    if limit is not None and not args.newest_first:
+        rows.reverse()  # the latest N, shown oldest first
+    return rows
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    with open_store(_data_dir(args)) as store:
+        rows = _read_rows(store, args)
+    if args.json:
+        for row in rows:
+            _print_line(args, json_line(row))
+        return EXIT_OK
+    if not rows:
+        _err(args).print("no jobs match", highlight=False)
+        return EXIT_OK
+    _out(args).print(jobs_table(rows, title=f"system.jobs ({len(rows)} rows)"))
+    return EXIT_OK
+
+
+def _get_row(store: Any, job_id: str) -> JobRow:
+    job = store.get_job(JobId.parse(job_id))
+    if job is None:
+        raise JobNotFound(job_id)
+    return JobRow.from_job(job)
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    with open_store(_data_dir(args)) as store:
+        row = _get_row(store, args.job_id)
+    if args.json:
+        _print_line(args, json_line(row))
+    else:
+        _out(args).print(job_detail_table(row))
+    return EXIT_OK
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    with open_store(_data_dir(args)) as store:
+        job_id = JobId.parse(args.job_id)
+        job = store.cancel_job(job_id, wait_s=args.wait)
+        row = JobRow.from_job(job)
+    if args.json:
+        _print_line(args, json_line(row))
+    elif row.status == "Cancelled":
+        _print_line(args, f"{row.job_id} Cancelled")
+    else:
+        _print_line(args, f"{row.job_id} cancel accepted; it stops at its next safe point "
+                          f"(now {row.status})")
+    return EXIT_OK
+
+
+def _watch_rows(store: Any, limit: int) -> list[JobRow]:
+    """The latest ``limit`` jobs plus every active one, in creation order."""
+    latest = list(store.system_jobs(JobFilter(limit=limit, newest_first=True)))
+    seen = {r.job_id for r in latest}
+    active = [r for r in store.system_jobs(JobFilter(
+        status=[s for s in JobStatus if s.is_active], limit=500)) if r.job_id not in seen]
+    return sorted(latest + active, key=lambda r: r.job_id[3:])
+
+
+def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    console = _out(args)
+    live_mode = args.view == "live" or (args.view == "auto" and console.is_terminal)
+    board = JobBoard(table_limit=args.limit, title="system.jobs (Ctrl-C to stop)")
+    reporter = PlainReporter(console)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    with open_store(_data_dir(args)) as store:
+        live = Live(board, console=console, auto_refresh=False, transient=False) \
+            if live_mode else contextlib.nullcontext()
+        try:
+            with live:
+                while True:
+                    rows = _watch_rows(store, args.limit)
+                    if live_mode:
+                        board.update(rows)
+                        assert isinstance(live, Live)
+                        live.refresh()
+                    else:
+                        reporter.update(rows)
+                    if args.until_idle and not any(
+                        JobStatus.parse(r.status).is_active for r in rows
+                    ):
+                        return EXIT_OK
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return EXIT_OK
+                    time.sleep(args.interval)  # a refresh period, not a wait for an event
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    data = _data_dir(args)
+    with open_store(data) as store:
+        counts = store.counts()
+    pid = data.runtime_pid()
+    by_status = {s.value: 0 for s in JobStatus}
+    by_type = {t.value: 0 for t in JobType}
+    grid: dict[str, dict[str, int]] = {t.value: {} for t in JobType}
+    for (status, job_type), n in counts.items():
+        by_status[status.value] += n
+        by_type[job_type.value] += n
+        grid[job_type.value][status.value] = n
+    if args.json:
+        _print_line(args, orjson.dumps({
+            "runtime_pid": pid,
+            "total": sum(by_status.values()),
+            "by_status": by_status,
+            "by_type": by_type,
+            "by_type_and_status": {t: c for t, c in grid.items() if c},
+        }).decode())
+        return EXIT_OK
+    table = Table(title=f"jobs in {data.jobs}", title_justify="left", header_style="bold")
+    table.add_column("job_type")
+    for status in JobStatus:
+        table.add_column(status.value, justify="right")
+    table.add_column("total", justify="right", style="bold")
+    for job_type in JobType:
+        cells = grid[job_type.value]
+        table.add_row(job_type.value, *(str(cells.get(s.value, 0) or "") for s in JobStatus),
+                      str(by_type[job_type.value]))
+    table.add_row("total", *(str(by_status[s.value]) for s in JobStatus),
+                  str(sum(by_status.values())), style="bold")
+    console = _out(args)
+    console.print(table)
+    state = f"running (pid {pid})" if pid else "not running"
+    console.print(f"runtime: {state}", highlight=False)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def _params_text(value: str) -> str:
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot read parameters from {value[1:]}: {exc}") from exc
+    return value
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    with open_store(_data_dir(args)) as store:
+        try:
+            job_id = store.create_job(
+                args.job_type,
+                _params_text(args.params),
+                idempotency_key=args.key,
+                max_retries=args.max_retries,
+                timeout_s=args.timeout,
+            )
+        except IdempotentConflict as exc:
+            _print_line(args, exc.existing_job_id)
+            _err(args).print(f"kalam-actors: conflict: {exc}", markup=False, highlight=False)
+            return EXIT_CONFLICT
+        _print_line(args, job_id)
+        if args.wait is None:
+            return EXIT_OK
+        deadline = time.monotonic() + args.wait
+        while True:
+            job = store.get_job(job_id)
+            assert job is not None
+            if job.status.is_terminal:
+                break
+            if time.monotonic() >= deadline:
+                raise CliError(f"[{job_id}] still {job.status.value} after {args.wait:g} s",
+                               EXIT_FAILED)
+            time.sleep(0.05)  # polling another process's progress
+    _err(args).print(f"[{job_id}] {job.status.value}: {job.message or ''}", markup=False,
+                     highlight=False)
+    return EXIT_OK if job.status in (JobStatus.COMPLETED, JobStatus.SKIPPED) else EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- run
+
+
+def load_plugin(spec: str) -> Callable[..., Any]:
+    """``module:callable`` → the callable."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CliError(f"--plugin must look like module:callable, not {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+        fn = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise CliError(f"cannot load plugin {spec}: {exc}") from exc
+    if not callable(fn):
+        raise CliError(f"plugin {spec} is not callable")
+    result: Callable[..., Any] = fn
+    return result
+
+
+def runtime_executors(engine: Any, store: Any, plugins: Sequence[str] = ()) -> list[JobExecutor]:
+    """The built-in executors on ``engine``, JobCleanup on ``store``, then each plugin's
+    executors (``plugin(engine)`` returns executors that replace those of the same type)."""
+    from .executors import builtin_executors
+    from .history import JobCleanupExecutor
+
+    by_type: dict[JobType, JobExecutor] = {e.job_type: e for e in builtin_executors(engine)}
+    by_type[JobType.JOB_CLEANUP] = JobCleanupExecutor(store)
+    for spec in plugins:
+        for executor in load_plugin(spec)(engine):
+            by_type[executor.job_type] = executor
+    return list(by_type.values())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
+    from .maintenance import MaintenancePolicy, maintenance_schedules
+
+    data = _data_dir(args)
+    if not data.root.is_dir():
+        if not args.create:
+            raise CliError(f"data directory {data.root} does not exist (pass --create to make "
+                           f"it)")
+        data.root.mkdir(parents=True)
+    policy = MaintenancePolicy.load(
+        data.policy_file if data.policy_file.exists() else None,
+        flush_row_limit=args.flush_row_limit,
+        flush_interval_s=args.flush_interval,
+        eviction_interval_s=args.eviction_interval,
+        history_retention_days=args.history_retention_days,
+    )
+    err = _err(args)
+
+    async def serve() -> int:
+        from .manager import open_job_manager
+        from .storage import Engine
+        from .store import JobStore
+
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            engine = Engine.open(data.engine)
+            try:
+                with JobStore(data.jobs) as store:
+                    executors = runtime_executors(engine, store, args.plugin)
+                    async with open_job_manager(
+                        data.jobs,
+                        storage=engine,
+                        executors=executors,
+                        max_concurrent=args.max_concurrent,
+                        poll_interval_s=args.poll_interval,
+                        shutdown_timeout_s=args.shutdown_timeout,
+                        schedules=maintenance_schedules(engine, policy),
+                    ) as manager:
+                        _print_line(args, f"kalam-actors run: ready (pid {os.getpid()}, "
+                                          f"data {data.root})")
+                        sys.stdout.flush()
+                        async for signum in signals:
+                            name = signal.Signals(signum).name
+                            running = manager.statistics().in_flight
+                            err.print(
+                                f"{name}: stopping; {running} running job(s) get up to "
+                                f"{args.shutdown_timeout:g} s to finish", highlight=False)
+                            break
+                    stats = manager.statistics()
+            finally:
+                engine.close()
+        left = stats.by_status.get(JobStatus.RUNNING, 0)
+        note = f"; {left} job(s) left Running, recovered at next start" if left else ""
+        _print_line(args, f"kalam-actors run: stopped{note}")
+        return EXIT_OK
+
+    try:
+        return trio.run(serve)
+    except RuntimeFailed as exc:
+        raise CliError(f"runtime failed: {exc}", EXIT_FAILED) from exc
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    console = _out(args)
+    live = {"auto": None, "live": True, "plain": False}[args.view]
+    return run_demo(args.data, console=console, live=live, rows=args.rows, keep=args.keep)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``kalam-actors`` (its ``--help`` documents the exit codes)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="kalam-actors",
+        description="See, steer and run the maintenance jobs of a storage engine.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS,
+                      help=f"the data directory (default: ${DATA_ENV})")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help=f"the data directory (default: ${DATA_ENV})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    demo = sub.add_parser(
+        "demo", parents=[data], formatter_class=fmt, epilog=EPILOG,
+        help="run all eight job types on sample tables, with a live view",
+        description="Open an engine and a job store in DIR (a fresh temporary folder by "
+                    "default), create sample tables of each type, then run Flush, Compact, "
+                    "Retention, StreamEviction, UserCleanup, Backup, Restore, Cleanup and "
+                    "JobCleanup jobs through the runtime and check their outcomes. Exit 0 only "
+                    "if every job ended as expected.")
+    demo.add_argument("--rows", type=int, default=4000, help="sample rows in all (default 4000)")
+    demo.add_argument("--view", choices=("auto", "live", "plain"), default="auto",
+                      help="live progress bars, or plain lines (auto: live on a terminal)")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the temporary data directory (it is printed)")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser(
+        "run", parents=[data], formatter_class=fmt, epilog=EPILOG,
+        help="run the job runtime on a data directory until SIGINT/SIGTERM",
+        description="Run the runtime: execute submitted jobs and the maintenance schedules "
+                    "(flush by row limit or interval, stream eviction, job-history pruning). "
+                    "On SIGINT/SIGTERM it stops taking work, lets running jobs finish for up to "
+                    "--shutdown-timeout seconds, cancels the cancellable rest and exits; what "
+                    "is left is recovered on the next start. Prints a 'ready' line once "
+                    "serving.\n\nPer-table schedules come from DIR/maintenance.json, e.g.\n"
+                    '  {"history_retention_days": 7, "tables": {"app:events": '
+                    '{"flush_row_limit": 10000, "flush_interval_s": 60, '
+                    '"eviction_interval_s": 30}}}\n'
+                    "and the flags below set the defaults for every table.")
+    run.add_argument("--create", action="store_true", help="create DIR if it does not exist")
+    run.add_argument("--shutdown-timeout", type=_non_negative_float, default=5.0, metavar="S",
+                     help="seconds running jobs get to finish on shutdown (default 5)")
+    run.add_argument("--max-concurrent", type=int, default=10, metavar="N",
+                     help="jobs running at once (default 10)")
+    run.add_argument("--poll-interval", type=_positive_float, default=0.25, metavar="S",
+                     help="how often to look for jobs submitted by other processes (default "
+                          "0.25)")
+    run.add_argument("--flush-row-limit", type=int, default=None, metavar="N",
+                     help="flush a table when it holds N hot rows (default: off)")
+    run.add_argument("--flush-interval", type=_positive_float, default=None, metavar="S",
+                     help="flush a table with hot rows every S seconds (default: off)")
+    run.add_argument("--eviction-interval", type=_positive_float, default=None, metavar="S",
+                     help="evict expired rows of stream tables with a ttl every S seconds "
+                          "(default 60)")
+    run.add_argument("--history-retention-days", type=_non_negative_float, default=None,
+                     metavar="D", help="prune terminal jobs older than D days (default 7)")
+    run.add_argument("--plugin", action="append", default=[], metavar="MODULE:CALLABLE",
+                     help="extra executors: CALLABLE(engine) returns executors that replace "
+                          "the built-in ones of their type (for tests and extensions)")
+    run.set_defaults(func=cmd_run)
+
+    submit = sub.add_parser(
+        "submit", parents=[data], formatter_class=fmt, epilog=EPILOG,
+        help="submit a job and print its id",
+        description="Submit a job to the store (a running runtime picks it up). Prints the "
+                    "job id; on an idempotency conflict prints the active job's id and exits 3.")
+    submit.add_argument("job_type", metavar="TYPE",
+                        help="Flush, Cleanup, Retention, StreamEviction, UserCleanup, Compact, "
+                             "Backup, Restore, JobCleanup (or the prefix: FL, CL, …)")
+    submit.add_argument("--params", required=True, metavar="JSON",
+                        help="the parameters: a JSON object, @FILE, or - for stdin")
+    submit.add_argument("--key", default=None, metavar="K", help="idempotency key")
+    submit.add_argument("--max-retries", type=int, default=3, metavar="N",
+                        help="retries after the first attempt (default 3)")
+    submit.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+                        help="fail an attempt running longer than S seconds")
+    submit.add_argument("--wait", type=_positive_float, default=None, metavar="S",
+                        help="wait up to S seconds for the job to end; exit 0 if it Completed "
+                             "or was Skipped, 1 otherwise")
+    submit.set_defaults(func=cmd_submit)
+
+    jobs = sub.add_parser("jobs", formatter_class=fmt, epilog=EPILOG,
+                          help="list, show, cancel and watch jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=_Parser)
+    jobs_sub.required = True
+
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--status", action="append", metavar="S",
+                         help="only these statuses (repeat or comma-separate)")
+    filters.add_argument("--type", action="append", metavar="T",
+                         help="only these job types (repeat or comma-separate)")
+    filters.add_argument("--prefix", default=None, metavar="P", help="job ids starting with P")
+    filters.add_argument("--limit", type=int, default=100, metavar="N",
+                         help="the latest N jobs (default 100; 0 for all)")
+    filters.add_argument("--newest-first", action="store_true", help="newest job first")
+
+    jl = jobs_sub.add_parser("list", parents=[data, filters], formatter_class=fmt,
+                             help="the system.jobs view as a table (or JSON lines)",
+                             epilog=EPILOG)
+    jl.add_argument("--json", action="store_true",
+                    help="one JSON object per job with the system.jobs columns")
+    jl.set_defaults(func=cmd_jobs_list)
+
+    js = jobs_sub.add_parser("show", parents=[data], help="one job, every column in full",
+                             formatter_class=fmt, epilog=EPILOG)
+    js.add_argument("job_id", metavar="ID")
+    js.add_argument("--json", action="store_true")
+    js.set_defaults(func=cmd_jobs_show)
+
+    jc = jobs_sub.add_parser("cancel", parents=[data], help="cancel a job",
+                             formatter_class=fmt, epilog=EPILOG,
+                             description="Cancel a job. New, Queued and Retrying jobs end "
+                                         "Cancelled at once; for a Running job the runtime asks "
+                                         "its executor and this waits for the verdict.")
+    jc.add_argument("job_id", metavar="ID")
+    jc.add_argument("--wait", type=_positive_float, default=10.0, metavar="S",
+                    help="how long to wait for a running job's verdict (default 10)")
+    jc.add_argument("--json", action="store_true")
+    jc.set_defaults(func=cmd_jobs_cancel)
+
+    jw = jobs_sub.add_parser("watch", parents=[data], help="a live table that refreshes",
+                             formatter_class=fmt, epilog=EPILOG)
+    jw.add_argument("--interval", type=_positive_float, default=0.5, metavar="S",
+                    help="refresh period (default 0.5 s)")
+    jw.add_argument("--limit", type=int, default=20, metavar="N",
+                    help="show the latest N jobs and every active one (default 20)")
+    jw.add_argument("--view", choices=("auto", "live", "plain"), default="auto")
+    jw.add_argument("--until-idle", action="store_true",
+                    help="exit once no job is New, Queued, Running or Retrying")
+    jw.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+                    help="exit after S seconds")
+    jw.set_defaults(func=cmd_jobs_watch)
+
+    st = sub.add_parser("stats", parents=[data], help="job counts by type and status",
+                        formatter_class=fmt, epilog=EPILOG)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stats)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    from loguru import logger
+
+    logger.remove()
+    level = "INFO" if args.command == "run" else "WARNING"
+    if args.command == "demo":
+        return  # the demo shows its jobs in the live view; its log goes to DIR/demo.log
+    logger.add(sys.stderr, level=level, colorize=False,
+               format="{time:HH:mm:ss.SSS} {level: <7} {message}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (see ``kalam-actors --help``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args._console = make_console()
+    args._err_console = make_console(stderr=True)
+    _configure_logging(args)
+    try:
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except (KalamError, CliError) as exc:
+        code = exit_code_of(exc)
+        label = {EXIT_NOT_FOUND: "not found", EXIT_LOCKED: "locked"}.get(code, "error")
+        text = str(exc)
+        if isinstance(exc, (InvalidTransition, CancelNotAllowed)):
+            label = "refused"
+        args._err_console.print(f"kalam-actors: {label}: {text}", markup=False,
+                                highlight=False, soft_wrap=True)
+        return code
+    except json.JSONDecodeError as exc:  # pragma: no cover - params are parsed by the store
+        args._err_console.print(f"kalam-actors: error: bad JSON: {exc}", markup=False)
+        return EXIT_USAGE

@@ -1,0 +1,306 @@
+"""Terminal views of the ``system.jobs`` view: tables, JSON lines, and a live job board.
+
+Everything here renders :class:`~kalam_actors.model.JobRow` values (the rows of
+``JobStore.system_jobs()``), so the CLI, the demo and ``jobs watch`` show the same thing
+whether the jobs run in this process or in another one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Final, TextIO
+
+import orjson
+from rich.console import Console, Group, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from .model import SYSTEM_JOBS_COLUMNS, JobRow
+
+__all__ = [
+    "STATUS_STYLE",
+    "JobBoard",
+    "PlainReporter",
+    "job_detail_table",
+    "jobs_table",
+    "make_console",
+    "row_to_json",
+]
+
+STATUS_STYLE: Final = {
+    "New": "cyan",
+    "Queued": "cyan",
+    "Running": "bold yellow",
+    "Retrying": "magenta",
+    "Completed": "green",
+    "Failed": "bold red",
+    "Cancelled": "dim",
+    "Skipped": "blue",
+}
+_PIPE_WIDTH: Final = 400
+
+
+def make_console(file: TextIO | None = None, *, force_terminal: bool | None = None,
+                 width: int | None = None, stderr: bool = False) -> Console:
+    """A console for the CLI. When the output is not a terminal (a pipe, a file, a test), it
+    is given a wide fixed width so that table rows are not squeezed into many lines."""
+    console = Console(file=file, force_terminal=force_terminal, width=width, stderr=stderr,
+                      highlight=False, soft_wrap=False)
+    if width is None and not console.is_terminal:
+        console.width = _PIPE_WIDTH
+    return console
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _time(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _short_time(value: datetime | None) -> str:
+    """``MM-DD HH:MM:SS.mmm`` (UTC): enough to tell jobs apart in a table row."""
+    if value is None:
+        return ""
+    return value.strftime("%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _short(text: str | None, limit: int) -> str:
+    if not text:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _trace_tail(text: str | None, limit: int) -> str:
+    """The last non-empty line of a trace: where a traceback says what went wrong."""
+    if not text:
+        return ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return _short(lines[-1] if lines else "", limit)
+
+
+def progress_text(progress: dict[str, Any] | None) -> str:
+    """``"1200/5000"`` (or ``"1200"`` with no total), plus the note."""
+    if not progress:
+        return ""
+    done, total, note = progress.get("done"), progress.get("total"), progress.get("note")
+    head = f"{done}/{total}" if total is not None else f"{done}"
+    return f"{head} {note}" if note else head
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def row_to_json(row: JobRow) -> dict[str, Any]:
+    """One job as a JSON-ready dict: the ``system.jobs`` columns, in order; times as ISO 8601
+    UTC text, progress as ``{"done", "total", "note"}`` or null."""
+    out: dict[str, Any] = {}
+    for column, value in zip(SYSTEM_JOBS_COLUMNS, row, strict=True):
+        out[column] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def json_line(row: JobRow) -> str:
+    return orjson.dumps(row_to_json(row)).decode()
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def jobs_table(rows: Iterable[JobRow], *, title: str | None = None) -> Table:
+    """The ``system.jobs`` view as a table: every column, in the view's order. Long cells
+    (parameters, message, trace) are shortened; ``jobs show`` prints them whole."""
+    table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False,
+                  expand=False, caption="times are UTC" if title else None,
+                  caption_justify="left")
+    widths = {"parameters": (20, 48), "message": (24, 60), "exception_trace": (15, 40),
+              "idempotency_key": (15, 24)}
+    for column in SYSTEM_JOBS_COLUMNS:
+        low, high = widths.get(column, (None, None))
+        table.add_column(column, no_wrap=column not in widths, overflow="fold",
+                         min_width=low, max_width=high)
+    for row in rows:
+        table.add_row(
+            row.job_id,
+            row.job_type,
+            status_text(row.status),
+            _short(row.parameters, 200),
+            _short(row.message, 300),
+            _trace_tail(row.exception_trace, 120),
+            row.idempotency_key or "",
+            str(row.retry_count),
+            str(row.max_retries),
+            progress_text(row.progress),
+            _short_time(row.created_at),
+            _short_time(row.updated_at),
+            _short_time(row.started_at),
+            _short_time(row.finished_at),
+        )
+    return table
+
+
+def job_detail_table(row: JobRow) -> Table:
+    """One job, one column per line, nothing shortened (the whole trace included)."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column("column", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for column, value in zip(SYSTEM_JOBS_COLUMNS, row, strict=True):
+        if column == "status":
+            cell: RenderableType = status_text(value)
+        elif column == "progress":
+            cell = progress_text(value)
+        elif isinstance(value, datetime):
+            cell = _time(value)
+        else:
+            cell = "" if value is None else str(value)
+        table.add_row(column, cell)
+    return table
+
+
+# --------------------------------------------------------------------------- live board
+
+
+def _describe(row: JobRow) -> str:
+    """A short label for a job: its type and the table or user it works on."""
+    try:
+        params = orjson.loads(row.parameters)
+    except orjson.JSONDecodeError:
+        params = {}
+    target = ""
+    if isinstance(params, dict):
+        if "namespace_id" in params and "table_name" in params:
+            target = f"{params['namespace_id']}:{params['table_name']}"
+        elif "table_id" in params:
+            target = str(params["table_id"])
+        elif "target_namespace" in params:
+            target = f"→ {params['target_namespace']}:{params.get('target_table_name', '')}"
+        elif "username" in params or "user_id" in params:
+            target = f"user {params.get('username') or params.get('user_id')}"
+    return f"{row.job_type} {target}".strip()
+
+
+@dataclasses.dataclass
+class _Tracked:
+    task: TaskID
+    status: str
+
+
+class JobBoard:
+    """A live view of jobs: a progress bar per job that has run (moving while it runs), then
+    a table of the latest jobs. Feed it rows with :meth:`update`; render it with
+    :meth:`renderable` (inside ``rich.live.Live``)."""
+
+    def __init__(self, *, table_limit: int = 20, title: str = "jobs") -> None:
+        self.progress = Progress(
+            TextColumn("{task.fields[job_id]}", style="bold"),
+            TextColumn("{task.description}", style="cyan"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TextColumn("{task.fields[retries]}", style="magenta"),
+            TextColumn("{task.fields[note]}", style="dim"),
+            TimeElapsedColumn(),
+            expand=False,
+        )
+        self._tracked: dict[str, _Tracked] = {}
+        self._rows: list[JobRow] = []
+        self.table_limit = table_limit
+        self.title = title
+
+    def update(self, rows: Sequence[JobRow]) -> None:
+        """Take a fresh read of the jobs: add a bar for each job seen running, move bars."""
+        self._rows = list(rows)
+        for row in rows:
+            tracked = self._tracked.get(row.job_id)
+            if tracked is None:
+                if row.status in ("New", "Queued"):
+                    continue
+                task = self.progress.add_task(_describe(row), total=None, job_id=row.job_id,
+                                              status="", retries="", note="")
+                tracked = self._tracked[row.job_id] = _Tracked(task, row.status)
+            self._move(tracked, row)
+
+    def _move(self, tracked: _Tracked, row: JobRow) -> None:
+        pg = row.progress or {}
+        done = int(pg.get("done") or 0)
+        total = pg.get("total")
+        terminal = row.status in ("Completed", "Failed", "Cancelled", "Skipped")
+        if terminal and row.status in ("Completed", "Skipped"):
+            total = total if total else max(done, 1)
+            done = total
+        retries = f"retry {row.retry_count}/{row.max_retries}" if row.retry_count else ""
+        status = Text(row.status, style=STATUS_STYLE.get(row.status, ""))
+        note = pg.get("note") or ""
+        if terminal:
+            note = _short(row.message, 70)
+        self.progress.update(
+            tracked.task,
+            completed=done,
+            total=total,
+            status=status,
+            retries=retries,
+            note=note,
+        )
+        if terminal and not self.progress.tasks[tracked.task].finished:
+            self.progress.stop_task(tracked.task)
+        tracked.status = row.status
+
+    def renderable(self) -> RenderableType:
+        recent = self._rows[-self.table_limit:]
+        table = Table(title=self.title, title_justify="left", header_style="bold",
+                      pad_edge=False)
+        for column in ("job_id", "job_type", "status", "retry_count", "progress", "message"):
+            table.add_column(column, no_wrap=column != "message", overflow="ellipsis",
+                             max_width=60 if column == "message" else None)
+        for row in recent:
+            table.add_row(row.job_id, row.job_type, status_text(row.status),
+                          str(row.retry_count), progress_text(row.progress),
+                          _short(row.message, 60))
+        return Group(self.progress, table)
+
+    def __rich__(self) -> RenderableType:
+        return self.renderable()
+
+
+class PlainReporter:
+    """The live view for a pipe or a log file: one plain line per change that matters (a new
+    status, a retry, each further quarter of progress)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._seen: dict[str, tuple[str, int, int]] = {}
+
+    def update(self, rows: Sequence[JobRow]) -> None:
+        for row in rows:
+            pg = row.progress or {}
+            done, total = int(pg.get("done") or 0), pg.get("total")
+            quarter = int(4 * done / total) if total else 0
+            state = (row.status, row.retry_count, quarter)
+            if self._seen.get(row.job_id) == state:
+                continue
+            before = self._seen.get(row.job_id)
+            self._seen[row.job_id] = state
+            if before is None and row.status in ("New", "Queued"):
+                line = f"{row.job_id} {_describe(row)}: {row.status}"
+            elif row.status == "Running":
+                line = f"{row.job_id} {_describe(row)}: Running {progress_text(row.progress)}"
+            elif row.status == "Retrying":
+                line = (f"{row.job_id} {_describe(row)}: Retrying (retry {row.retry_count}"
+                        f"/{row.max_retries}) {_trace_tail(row.exception_trace, 100)}")
+            else:
+                line = f"{row.job_id} {_describe(row)}: {row.status} {_short(row.message, 120)}"
+            self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
