@@ -151,7 +151,7 @@ def audit_store(store: JobStore) -> StoreAudit:
     """
     shared = store._shared
     problems: list[str] = []
-    with store.env.begin(write=False) as txn:
+    with store._read() as txn:
         records: dict[str, dict[str, Any]] = {}
         for key, raw in txn.cursor(db=shared.jobs):
             job_id = key.decode()
