@@ -1,0 +1,60 @@
+"""Helpers shared by the measurement modules (they run inside the child process)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+WORK = Path(__file__).resolve().parent / ".work"
+
+
+def quiet_logging(level: str | None = None) -> None:
+    """No loguru sinks (the runtime logs every job at DEBUG); or one file sink at ``level``."""
+    from loguru import logger
+
+    logger.remove()
+    if level is not None:
+        WORK.mkdir(parents=True, exist_ok=True)
+        logger.add(str(WORK / f"bench-{os.getpid()}.log"), level=level, enqueue=False)
+
+
+@contextmanager
+def scratch_dir(name: str) -> Iterator[Path]:
+    """A fresh folder under ``bench/.work`` (on the same disk as the repo), removed after."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=WORK))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def rss_kb() -> dict[str, int]:
+    """VmRSS, RssAnon and RssFile of this process in KiB (from /proc/self/status)."""
+    out: dict[str, int] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
