@@ -8,6 +8,7 @@ waits on ``trio.Event``s. ``future.get()`` is never called on the trio thread.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 from types import TracebackType
@@ -39,11 +40,9 @@ class _Lifecycle:
         self._post(self._stopped, error)
 
     def _post(self, fn: Any, error: BaseException | None) -> None:
-        try:
+        # RunFinishedError: nobody listens any more (an abandoned actor outlived trio.run).
+        with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(fn, error)
-        except trio.RunFinishedError:
-            # Nobody is listening any more (an abandoned actor outliving trio.run).
-            pass
 
     # --- run in the trio thread ---------------------------------------------------------
     def _started(self, error: BaseException | None) -> None:
@@ -132,7 +131,9 @@ class ActorStart:
         self, actor_class: type[pykka.ThreadingActor], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         if not (isinstance(actor_class, type) and issubclass(actor_class, pykka.ThreadingActor)):
-            raise TypeError(f"actor_child needs a pykka.ThreadingActor subclass, got {actor_class!r}")
+            raise TypeError(
+                f"actor_child needs a pykka.ThreadingActor subclass, got {actor_class!r}"
+            )
         self.actor_class = actor_class
         self._args = args
         self._kwargs = kwargs
@@ -140,7 +141,9 @@ class ActorStart:
     def __repr__(self) -> str:
         return f"actor_child({self.actor_class.__qualname__})"
 
-    async def __call__(self, *, task_status: trio.TaskStatus[ActorRun] = trio.TASK_STATUS_IGNORED) -> None:
+    async def __call__(
+        self, *, task_status: trio.TaskStatus[ActorRun] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         lifecycle = _Lifecycle(trio.lowlevel.current_trio_token())
         reset = _current_lifecycle.set(lifecycle)
         try:
@@ -161,9 +164,7 @@ class ActorStart:
             raise lifecycle.crash
 
 
-def actor_child(
-    actor_class: type[pykka.ThreadingActor], *args: Any, **kwargs: Any
-) -> ActorStart:
+def actor_child(actor_class: type[pykka.ThreadingActor], *args: Any, **kwargs: Any) -> ActorStart:
     """Turn a pykka ``ThreadingActor`` class into a child start function.
 
     Each (re)start runs ``actor_class.start(*args, **kwargs)`` in a fresh thread.

@@ -244,7 +244,10 @@ class Supervisor:
             del self._children[child_id]
 
     async def restart_child(
-        self, child_id: str, reason: BaseException | str = "restart requested", *,
+        self,
+        child_id: str,
+        reason: BaseException | str = "restart requested",
+        *,
         abandon_old: bool = False,
     ) -> None:
         """Restart a running child as if it had crashed with ``reason``.
@@ -271,8 +274,9 @@ class Supervisor:
         if inc is None or not child.running:
             raise RuntimeError(f"child {child_id!r} of {self.name!r} is not running")
         handled = trio.Event()
-        note = _Note(child, inc, reason, crashed=True, forced=True, abandon_old=abandon_old,
-                     handled=handled)
+        note = _Note(
+            child, inc, reason, crashed=True, forced=True, abandon_old=abandon_old, handled=handled
+        )
         self._notes_tx.send_nowait(note)
         await handled.wait()
         if self._closing:
@@ -295,7 +299,10 @@ class Supervisor:
             raise
 
     async def _run(
-        self, child: ChildHandle, inc: _Incarnation, *,
+        self,
+        child: ChildHandle,
+        inc: _Incarnation,
+        *,
         task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run one incarnation; report its end to the manager unless we stopped it."""
@@ -304,9 +311,12 @@ class Supervisor:
         try:
             with inc.scope:
                 try:
-                    await spec.start(*spec.args, task_status=_StatusProxy(task_status, inc),
-                                     **spec.kwargs)
-                except Exception as exc:  # BaseExceptions (Cancelled, KeyboardInterrupt) are no crash
+                    await spec.start(
+                        *spec.args, task_status=_StatusProxy(task_status, inc), **spec.kwargs
+                    )
+                except (
+                    Exception
+                ) as exc:  # BaseExceptions (Cancelled, KeyboardInterrupt) are no crash
                     if not inc.started:
                         raise  # reaches nursery.start(): a failure to start
                     outcome = exc
@@ -402,7 +412,11 @@ class Supervisor:
         return await self._plan_restart(child, note.reason, abandon_old=note.abandon_old)
 
     async def _plan_restart(
-        self, child: ChildHandle, reason: Reason, *, abandon_old: bool = False,
+        self,
+        child: ChildHandle,
+        reason: Reason,
+        *,
+        abandon_old: bool = False,
         pending: list[ChildHandle] | None = None,
     ) -> _Plan:
         """Check intensity, stop the child's restart group, and say what to start when."""
@@ -480,7 +494,11 @@ class Supervisor:
         self._events.append(event)
         logger.log(
             _LOG_LEVELS.get(kind, "DEBUG"),
-            "supervisor {!r}: child {!r} {} ({!r})", self.name, child_id, kind.value, reason,
+            "supervisor {!r}: child {!r} {} ({!r})",
+            self.name,
+            child_id,
+            kind.value,
+            reason,
         )
         if self._on_event is not None:
             try:

@@ -45,7 +45,9 @@ starts: dict[str, int] = {}
 crash_orders: dict[str, trio.Event] = {}
 
 
-async def worker(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def worker(
+    name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     starts[name] = starts.get(name, 0) + 1
     order = crash_orders[name] = trio.Event()
     task_status.started()  # the child counts as started from here
@@ -64,11 +66,12 @@ def kinds(events: list[SupervisorEvent]) -> list[tuple[str | None, str]]:
 
 
 async def test_the_issue_example_runs_as_written() -> None:
-    async with Supervisor.open(strategy=ONE_FOR_ONE,
-                               intensity=Intensity(max_restarts=3, period_s=5.0),
-                               backoff=None) as sup:
-        await sup.start_child(ChildSpec(id="w1", start=worker, args=("w1",),
-                                        restart=PERMANENT, shutdown_s=5.0))
+    async with Supervisor.open(
+        strategy=ONE_FOR_ONE, intensity=Intensity(max_restarts=3, period_s=5.0), backoff=None
+    ) as sup:
+        await sup.start_child(
+            ChildSpec(id="w1", start=worker, args=("w1",), restart=PERMANENT, shutdown_s=5.0)
+        )
         crash_orders["w1"].set()
         await trio.testing.wait_all_tasks_blocked()
 
@@ -111,8 +114,9 @@ async def test_restart_types_after_a_crash(restart: Any, expected_starts: int) -
 
 async def test_escalation_is_a_plain_exception_chained_to_the_last_crash() -> None:
     with pytest.raises(EscalationError) as caught:
-        async with Supervisor.open(intensity=Intensity(max_restarts=1, period_s=5.0),
-                                   name="acc") as sup:
+        async with Supervisor.open(
+            intensity=Intensity(max_restarts=1, period_s=5.0), name="acc"
+        ) as sup:
             await sup.start_child(ChildSpec(id="w", start=worker, args=("w",)))
             for _ in range(2):
                 crash_orders["w"].set()
@@ -136,10 +140,11 @@ async def test_backoff_times_are_exact(autojump_clock: trio.testing.MockClock) -
             restarted.set()
             restarted = trio.Event()
 
-    async with Supervisor.open(intensity=Intensity(max_restarts=10, period_s=60.0),
-                               backoff=Backoff(min_s=1.0, max_s=4.0, jitter=0.0,
-                                               reset_after_s=30.0),
-                               on_event=on_event) as sup:
+    async with Supervisor.open(
+        intensity=Intensity(max_restarts=10, period_s=60.0),
+        backoff=Backoff(min_s=1.0, max_s=4.0, jitter=0.0, reset_after_s=30.0),
+        on_event=on_event,
+    ) as sup:
         await sup.start_child(ChildSpec(id="w", start=worker, args=("w",)))
         t0 = trio.current_time()
         for _ in range(4):
@@ -157,7 +162,11 @@ async def test_shutdown_is_in_reverse_start_order() -> None:
             await sup.start_child(ChildSpec(id=cid, start=worker, args=(cid,)))
         mark = len(sup.events)
 
-    assert kinds(sup.events[mark:]) == [("c", "TERMINATED"), ("b", "TERMINATED"), ("a", "TERMINATED")]
+    assert kinds(sup.events[mark:]) == [
+        ("c", "TERMINATED"),
+        ("b", "TERMINATED"),
+        ("a", "TERMINATED"),
+    ]
 
 
 async def test_a_child_failing_to_start_raises_to_the_caller() -> None:

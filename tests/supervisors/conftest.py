@@ -35,7 +35,9 @@ class Recorder:
 
     def count(self, kind: EventKind, child_id: str | None = None) -> int:
         return sum(
-            1 for e in self.events if e.kind is kind and (child_id is None or e.child_id == child_id)
+            1
+            for e in self.events
+            if e.kind is kind and (child_id is None or e.child_id == child_id)
         )
 
     async def wait_for(self, kind: EventKind, child_id: str | None = None, count: int = 1) -> None:

@@ -155,9 +155,7 @@ async def test_an_error_returned_to_an_asker_is_not_a_crash(
         assert handle.actor_ref is ref
 
 
-@pytest.mark.parametrize(
-    ("restart", "restarted"), [(PERMANENT, True), (TRANSIENT, False)]
-)
+@pytest.mark.parametrize(("restart", "restarted"), [(PERMANENT, True), (TRANSIENT, False)])
 async def test_an_actor_stopped_by_someone_else_has_exited(
     guard: None, recorder: Recorder, restart: RestartType, restarted: bool
 ) -> None:
@@ -228,8 +226,12 @@ async def test_one_for_all_restarts_actor_and_task_siblings(
         await recorder.wait_for(EventKind.RESTARTED, "b")
 
         assert [(e.child_id, e.kind.name) for e in recorder.events[3:]] == [
-            ("a", "CRASHED"), ("b", "TERMINATED"), ("t", "TERMINATED"),
-            ("t", "RESTARTED"), ("a", "RESTARTED"), ("b", "RESTARTED"),
+            ("a", "CRASHED"),
+            ("b", "TERMINATED"),
+            ("t", "TERMINATED"),
+            ("t", "RESTARTED"),
+            ("a", "RESTARTED"),
+            ("b", "RESTARTED"),
         ]
         assert task_starts == ["t", "t"]
         assert a.actor_ref not in (None, old_a) and b.actor_ref not in (None, old_b)

@@ -32,10 +32,16 @@ if TYPE_CHECKING:
     from conftest import Recorder
 
 STARTED, EXITED, CRASHED, RESTARTED = (
-    EventKind.STARTED, EventKind.EXITED, EventKind.CRASHED, EventKind.RESTARTED,
+    EventKind.STARTED,
+    EventKind.EXITED,
+    EventKind.CRASHED,
+    EventKind.RESTARTED,
 )
 START_FAILED, ABANDONED, ESCALATED, TERMINATED = (
-    EventKind.START_FAILED, EventKind.ABANDONED, EventKind.ESCALATED, EventKind.TERMINATED,
+    EventKind.START_FAILED,
+    EventKind.ABANDONED,
+    EventKind.ESCALATED,
+    EventKind.TERMINATED,
 )
 LOTS = Intensity(max_restarts=100, period_s=1.0)
 
@@ -66,9 +72,12 @@ class Fleet:
         if self._action[cid] == "crash":
             raise Boom(f"{cid} #{self.starts[cid]}")
 
-    def spec(self, cid: str, restart: RestartType = PERMANENT, shutdown_s: float = 5.0) -> ChildSpec:
-        return ChildSpec(id=cid, start=self.worker, args=(cid,), restart=restart,
-                         shutdown_s=shutdown_s)
+    def spec(
+        self, cid: str, restart: RestartType = PERMANENT, shutdown_s: float = 5.0
+    ) -> ChildSpec:
+        return ChildSpec(
+            id=cid, start=self.worker, args=(cid,), restart=restart, shutdown_s=shutdown_s
+        )
 
     def crash(self, cid: str) -> None:
         self._action[cid] = "crash"
@@ -138,12 +147,22 @@ async def test_one_for_all_stops_in_reverse_and_restarts_in_order(fleet: Fleet) 
 
         assert seq(sup.events, mark) == [
             ("b", "CRASHED"),
-            ("d", "TERMINATED"), ("c", "TERMINATED"), ("a", "TERMINATED"),
-            ("a", "RESTARTED"), ("b", "RESTARTED"), ("c", "RESTARTED"), ("d", "RESTARTED"),
+            ("d", "TERMINATED"),
+            ("c", "TERMINATED"),
+            ("a", "TERMINATED"),
+            ("a", "RESTARTED"),
+            ("b", "RESTARTED"),
+            ("c", "RESTARTED"),
+            ("d", "RESTARTED"),
         ]
         assert fleet.log[log_mark:] == [
-            ("cancelled", "d"), ("cancelled", "c"), ("cancelled", "a"),
-            ("start", "a"), ("start", "b"), ("start", "c"), ("start", "d"),
+            ("cancelled", "d"),
+            ("cancelled", "c"),
+            ("cancelled", "a"),
+            ("start", "a"),
+            ("start", "b"),
+            ("start", "c"),
+            ("start", "d"),
         ]
         assert [sup.restart_count(c) for c in "abcd"] == [1, 1, 1, 1]
         assert [h.id for h in sup.children()] == ["a", "b", "c", "d"]
@@ -159,12 +178,19 @@ async def test_rest_for_one_restarts_the_crashed_child_and_later_ones(fleet: Fle
         await trio.testing.wait_all_tasks_blocked()
 
         assert seq(sup.events, mark) == [
-            ("b", "CRASHED"), ("d", "TERMINATED"), ("c", "TERMINATED"),
-            ("b", "RESTARTED"), ("c", "RESTARTED"), ("d", "RESTARTED"),
+            ("b", "CRASHED"),
+            ("d", "TERMINATED"),
+            ("c", "TERMINATED"),
+            ("b", "RESTARTED"),
+            ("c", "RESTARTED"),
+            ("d", "RESTARTED"),
         ]
         assert fleet.log[log_mark:] == [
-            ("cancelled", "d"), ("cancelled", "c"),
-            ("start", "b"), ("start", "c"), ("start", "d"),
+            ("cancelled", "d"),
+            ("cancelled", "c"),
+            ("start", "b"),
+            ("start", "c"),
+            ("start", "d"),
         ]
         assert fleet.starts["a"] == 1
 
@@ -179,7 +205,9 @@ async def test_one_for_all_does_not_restart_temporary_siblings(fleet: Fleet) -> 
         await trio.testing.wait_all_tasks_blocked()
 
         assert seq(sup.events, mark) == [
-            ("a", "CRASHED"), ("t", "TERMINATED"), ("a", "RESTARTED"),
+            ("a", "CRASHED"),
+            ("t", "TERMINATED"),
+            ("a", "RESTARTED"),
         ]
         assert not temp.running
         # It no longer occupies its id: it may be started again.
@@ -214,7 +242,11 @@ async def test_restart_types(
         assert handle.running is restarted
         assert handle.restart_count == int(restarted)
         assert fleet.starts["w"] == 1 + int(restarted)
-        assert sup.events[1].reason is None if how == "exit" else isinstance(sup.events[1].reason, Boom)
+        assert (
+            sup.events[1].reason is None
+            if how == "exit"
+            else isinstance(sup.events[1].reason, Boom)
+        )
 
 
 # --- intensity and escalation --------------------------------------------------------------
@@ -238,8 +270,11 @@ async def test_too_many_restarts_stops_everyone_and_escalates(fleet: Fleet) -> N
     assert (error.supervisor_name, error.child_id, error.restarts) == ("root", "b", 3)
     assert isinstance(error.__cause__, Boom) and str(error.__cause__) == "b #3"
     assert seq(seen)[-5:] == [
-        ("b", "RESTARTED"), ("b", "CRASHED"), ("b", "ESCALATED"),
-        ("c", "TERMINATED"), ("a", "TERMINATED"),
+        ("b", "RESTARTED"),
+        ("b", "CRASHED"),
+        ("b", "ESCALATED"),
+        ("c", "TERMINATED"),
+        ("a", "TERMINATED"),
     ]
     assert seen[-3].reason is error
     assert fleet.log[-2:] == [("cancelled", "c"), ("cancelled", "a")]
@@ -258,29 +293,35 @@ async def test_restarts_spread_beyond_the_period_do_not_escalate(
         assert sup.restart_count("w") == 4
 
 
-async def test_restart_exactly_one_period_later_is_outside_the_window(
-    fleet: Fleet, autojump_clock: trio.testing.MockClock
+@pytest.mark.parametrize(("gap", "escalates"), [(5.0, False), (4.999, True)])
+async def test_a_restart_exactly_one_period_old_has_left_the_window(
+    fleet: Fleet, autojump_clock: trio.testing.MockClock, gap: float, escalates: bool
 ) -> None:
-    async with Supervisor.open(intensity=Intensity(max_restarts=1, period_s=5.0)) as sup:
-        await sup.start_child(fleet.spec("w"))
-        fleet.crash("w")
-        await trio.testing.wait_all_tasks_blocked()
-        await trio.sleep(4.999)
-        with pytest.raises(EscalationError):  # noqa: PT012 - escalation ends the block
-            async with Supervisor.open(intensity=Intensity(max_restarts=0, period_s=1.0)) as inner:
-                await inner.start_child(fleet.spec("x"))
-                fleet.crash("x")
-                await trio.sleep_forever()
-        await trio.sleep(0.001)
-        fleet.crash("w")
-        await trio.testing.wait_all_tasks_blocked()
-        assert sup.restart_count("w") == 2
+    # Given one restart allowed per 5 s, and a first crash and restart at t0
+    async def scenario() -> None:
+        async with Supervisor.open(intensity=Intensity(max_restarts=1, period_s=5.0)) as sup:
+            await sup.start_child(fleet.spec("w"))
+            fleet.crash("w")
+            await trio.testing.wait_all_tasks_blocked()
+            # When the second crash comes `gap` seconds later
+            await trio.sleep(gap)
+            fleet.crash("w")
+            await trio.testing.wait_all_tasks_blocked()
+            assert sup.restart_count("w") == 2
+
+    # Then only a gap shorter than the period escalates
+    if escalates:
+        with pytest.raises(EscalationError):
+            await scenario()
+    else:
+        await scenario()
 
 
 async def test_escalation_travels_up_through_a_parent_supervisor(fleet: Fleet) -> None:
     async def sub_supervisor(*, task_status: trio.TaskStatus[None]) -> None:
-        async with Supervisor.open(intensity=Intensity(max_restarts=0, period_s=5.0),
-                                   name="sub") as sub:
+        async with Supervisor.open(
+            intensity=Intensity(max_restarts=0, period_s=5.0), name="sub"
+        ) as sub:
             await sub.start_child(fleet.spec("leaf"))
             task_status.started()
             fleet.crash("leaf")
@@ -288,8 +329,11 @@ async def test_escalation_travels_up_through_a_parent_supervisor(fleet: Fleet) -
 
     parent_events: list[SupervisorEvent] = []
     with pytest.raises(EscalationError) as caught:
-        async with Supervisor.open(intensity=Intensity(max_restarts=1, period_s=5.0),
-                                   name="parent", on_event=parent_events.append) as parent:
+        async with Supervisor.open(
+            intensity=Intensity(max_restarts=1, period_s=5.0),
+            name="parent",
+            on_event=parent_events.append,
+        ) as parent:
             await parent.start_child(ChildSpec(id="sub", start=sub_supervisor))
             await trio.sleep_forever()
 
@@ -299,8 +343,11 @@ async def test_escalation_travels_up_through_a_parent_supervisor(fleet: Fleet) -
     assert isinstance(middle, EscalationError) and middle.supervisor_name == "sub"
     assert isinstance(middle.__cause__, Boom)
     assert seq(parent_events) == [
-        ("sub", "STARTED"), ("sub", "CRASHED"), ("sub", "RESTARTED"),
-        ("sub", "CRASHED"), ("sub", "ESCALATED"),
+        ("sub", "STARTED"),
+        ("sub", "CRASHED"),
+        ("sub", "RESTARTED"),
+        ("sub", "CRASHED"),
+        ("sub", "ESCALATED"),
     ]
 
 
@@ -352,8 +399,9 @@ async def test_backoff_event_times_are_exact(autojump_clock: trio.testing.MockCl
 
     backoff = Backoff(min_s=0.25, max_s=1.0, reset_after_s=100.0)
     with pytest.raises(EscalationError):
-        async with Supervisor.open(intensity=Intensity(max_restarts=4, period_s=100.0),
-                                   backoff=backoff) as sup:
+        async with Supervisor.open(
+            intensity=Intensity(max_restarts=4, period_s=100.0), backoff=backoff
+        ) as sup:
             t0 = trio.current_time()
             await sup.start_child(ChildSpec(id="f", start=flaky))
             await trio.sleep_forever()
@@ -437,7 +485,10 @@ async def test_outer_cancellation_is_not_a_crash(fleet: Fleet) -> None:
 
     assert scope.cancelled_caught
     assert seq(sup.events) == [
-        ("a", "STARTED"), ("b", "STARTED"), ("b", "TERMINATED"), ("a", "TERMINATED"),
+        ("a", "STARTED"),
+        ("b", "STARTED"),
+        ("b", "TERMINATED"),
+        ("a", "TERMINATED"),
     ]
 
 
@@ -496,7 +547,7 @@ async def test_returning_without_started_is_a_start_failure() -> None:
         return
 
     async with Supervisor.open() as sup:
-        with pytest.raises(RuntimeError, match="task_status.started"):
+        with pytest.raises(RuntimeError, match=r"task_status\.started"):
             await sup.start_child(ChildSpec(id="x", start=forgetful))
 
 
@@ -526,8 +577,11 @@ async def test_failure_to_restart_counts_as_a_crash(
 
         # Then each failed start is retried with a growing delay until one succeeds
         assert seq(sup.events) == [
-            ("f", "STARTED"), ("f", "CRASHED"),
-            ("f", "START_FAILED"), ("f", "START_FAILED"), ("f", "RESTARTED"),
+            ("f", "STARTED"),
+            ("f", "CRASHED"),
+            ("f", "START_FAILED"),
+            ("f", "START_FAILED"),
+            ("f", "RESTARTED"),
         ]
         assert [t - t0 for t in attempts[1:]] == [1.0, 3.0, 7.0]
         assert sup.restart_count("f") == 1
@@ -551,7 +605,11 @@ async def test_start_failures_during_restart_can_escalate() -> None:
 
     assert str(caught.value.__cause__) == "start 3"
     assert [kind for _, kind in seq(sup.events)] == [
-        "STARTED", "CRASHED", "START_FAILED", "START_FAILED", "ESCALATED",
+        "STARTED",
+        "CRASHED",
+        "START_FAILED",
+        "START_FAILED",
+        "ESCALATED",
     ]
 
 
@@ -576,10 +634,15 @@ async def test_one_for_all_retries_the_whole_group_when_a_restart_fails(fleet: F
         await trio.testing.wait_all_tasks_blocked()
 
         assert seq(sup.events, mark) == [
-            ("a", "CRASHED"), ("z", "TERMINATED"), ("m", "TERMINATED"),
-            ("a", "RESTARTED"), ("m", "START_FAILED"),
+            ("a", "CRASHED"),
+            ("z", "TERMINATED"),
+            ("m", "TERMINATED"),
+            ("a", "RESTARTED"),
+            ("m", "START_FAILED"),
             ("a", "TERMINATED"),
-            ("a", "RESTARTED"), ("m", "RESTARTED"), ("z", "RESTARTED"),
+            ("a", "RESTARTED"),
+            ("m", "RESTARTED"),
+            ("z", "RESTARTED"),
         ]
         assert all(h.running for h in sup.children())
 
@@ -657,12 +720,18 @@ async def test_restart_child_forces_a_restart_as_a_crash(fleet: Fleet) -> None:
         await sup.restart_child("b", reason="stuck in a message")
 
         assert seq(sup.events, mark) == [
-            ("b", "CRASHED"), ("c", "TERMINATED"), ("b", "RESTARTED"), ("c", "RESTARTED"),
+            ("b", "CRASHED"),
+            ("c", "TERMINATED"),
+            ("b", "RESTARTED"),
+            ("c", "RESTARTED"),
         ]
         assert sup.events[mark].reason == "stuck in a message"
         assert fleet.starts == {"a": 1, "b": 2, "c": 2}
         assert fleet.log[-4:] == [
-            ("cancelled", "c"), ("cancelled", "b"), ("start", "b"), ("start", "c"),
+            ("cancelled", "c"),
+            ("cancelled", "b"),
+            ("start", "b"),
+            ("start", "c"),
         ]
 
 
@@ -692,3 +761,34 @@ async def test_a_closed_supervisor_refuses_new_children(fleet: Fleet) -> None:
         pass
     with pytest.raises(SupervisorClosedError):
         await sup.start_child(fleet.spec("late"))
+
+
+async def test_leaving_during_a_backoff_delay_cancels_the_restart(
+    fleet: Fleet, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with Supervisor.open(backoff=Backoff(min_s=10.0, max_s=10.0)) as sup:
+        await sup.start_child(fleet.spec("a"))
+        await sup.start_child(fleet.spec("b"))
+        fleet.crash("b")
+        await trio.testing.wait_all_tasks_blocked()
+        t0 = trio.current_time()
+
+    assert trio.current_time() == t0  # did not sit out the 10 s delay
+    assert seq(sup.events, 2) == [("b", "CRASHED"), ("a", "TERMINATED")]
+    assert fleet.starts == {"a": 1, "b": 1}
+
+
+async def test_terminating_a_child_during_its_backoff_delay_prevents_the_restart(
+    fleet: Fleet, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with Supervisor.open(backoff=Backoff(min_s=1.0, max_s=1.0)) as sup:
+        await sup.start_child(fleet.spec("a"))
+        fleet.crash("a")
+        await trio.testing.wait_all_tasks_blocked()
+
+        await sup.terminate_child("a")  # not blocked by the pending restart
+        await trio.sleep(2.0)
+
+        assert sup.children() == []
+        assert fleet.starts == {"a": 1}
+        assert seq(sup.events) == [("a", "STARTED"), ("a", "CRASHED")]
