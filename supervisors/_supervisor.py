@@ -314,9 +314,9 @@ class Supervisor:
                     await spec.start(
                         *spec.args, task_status=_StatusProxy(task_status, inc), **spec.kwargs
                     )
-                except (
-                    Exception
-                ) as exc:  # BaseExceptions (Cancelled, KeyboardInterrupt) are no crash
+                # Only Exceptions are crashes: Cancelled, KeyboardInterrupt and
+                # SystemExit are BaseExceptions and propagate untouched.
+                except Exception as exc:
                     if not inc.started:
                         raise  # reaches nursery.start(): a failure to start
                     outcome = exc
@@ -329,6 +329,11 @@ class Supervisor:
             inc.done.set()
         if not inc.stopping:
             self._notes_tx.send_nowait(_Note(child, inc, outcome, crashed=outcome is not None))
+        elif outcome is not None:
+            # Stopped on purpose, so not restarted; still worth seeing.
+            logger.opt(exception=outcome).warning(
+                "supervisor {!r}: child {!r} failed while stopping", self.name, spec.id
+            )
 
     async def _stop(
         self, child: ChildHandle, grace: float, kind: EventKind | None, reason: Reason

@@ -792,3 +792,28 @@ async def test_terminating_a_child_during_its_backoff_delay_prevents_the_restart
         assert sup.children() == []
         assert fleet.starts == {"a": 1}
         assert seq(sup.events) == [("a", "STARTED"), ("a", "CRASHED")]
+
+
+async def test_events_are_logged_through_loguru(fleet: Fleet) -> None:
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(
+        lambda message: lines.append(str(message).strip()),
+        level="DEBUG",
+        format="{level} {message}",
+    )
+    try:
+        async with Supervisor.open(name="logged") as sup:
+            await sup.start_child(fleet.spec("a"))
+            fleet.crash("a")
+            await trio.testing.wait_all_tasks_blocked()
+    finally:
+        logger.remove(sink)
+
+    assert lines == [
+        "DEBUG supervisor 'logged': child 'a' started (None)",
+        "WARNING supervisor 'logged': child 'a' crashed (Boom('a #1'))",
+        "INFO supervisor 'logged': child 'a' restarted (Boom('a #1'))",
+        "DEBUG supervisor 'logged': child 'a' terminated ('supervisor shutting down')",
+    ]
