@@ -861,8 +861,6 @@ class Engine:
                 raise
             self.faults.fire("after_commit")
         total = sum(seg.bytes for seg, _ in written)
-        logger.debug(f"storage: flushed {len(rows)} rows of {info.table_id} into "
-                     f"{len(written)} segments")
         return FlushResult(len(rows), len(written), total)
 
     def _commit_flush(
