@@ -480,7 +480,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         max_concurrent=args.max_concurrent,
                         poll_interval_s=args.poll_interval,
                         shutdown_timeout_s=args.shutdown_timeout,
-                        schedules=maintenance_schedules(engine, policy),
+                        schedules=maintenance_schedules(engine, policy, store),
                     ) as manager:
                         _print_line(args, f"kalam-actors run: ready (pid {os.getpid()}, "
                                           f"data {data.root})")

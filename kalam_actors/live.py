@@ -55,7 +55,7 @@ def make_console(file: TextIO | None = None, *, force_terminal: bool | None = No
     """A console for the CLI. When the output is not a terminal (a pipe, a file, a test), it
     is given a wide fixed width so that table rows are not squeezed into many lines."""
     console = Console(file=file, force_terminal=force_terminal, width=width, stderr=stderr,
-                      highlight=False, soft_wrap=False)
+                      highlight=False, soft_wrap=False, emoji=False)
     if width is None and not console.is_terminal:
         console.width = _PIPE_WIDTH
     return console
@@ -206,13 +206,13 @@ class JobBoard:
 
     def __init__(self, *, table_limit: int = 20, title: str = "jobs") -> None:
         self.progress = Progress(
-            TextColumn("{task.fields[job_id]}", style="bold"),
-            TextColumn("{task.description}", style="cyan"),
+            TextColumn("{task.fields[job_id]}", style="bold", markup=False),
+            TextColumn("{task.description}", style="cyan", markup=False),
             BarColumn(bar_width=30),
             MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
-            TextColumn("{task.fields[retries]}", style="magenta"),
-            TextColumn("{task.fields[note]}", style="dim"),
+            TextColumn("{task.fields[retries]}", style="magenta", markup=False),
+            TextColumn("{task.fields[note]}", style="dim", markup=False),
             TimeElapsedColumn(),
             expand=False,
         )
