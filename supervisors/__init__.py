@@ -2,7 +2,20 @@
 
 Open a ``Supervisor`` with ``Supervisor.open()``, give it children described by
 ``ChildSpec`` (a trio task, or a pykka actor via ``actor_child``), and it keeps
-them running according to its strategy, restart types, intensity and backoff.
+them running according to its strategy, restart types, intensity and backoff::
+
+    async def worker(name, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()  # the child counts as started from here
+        ...                    # returning = normal exit; raising = crash
+
+    async with Supervisor.open(strategy=ONE_FOR_ONE) as sup:
+        await sup.start_child(ChildSpec(id="w1", start=worker, args=("w1",)))
+        await sup.start_child(ChildSpec(id="a1", start=actor_child(MyActor)))
+        sup.child("a1").actor_ref  # the current ActorRef; a new one after a restart
+
+Leaving the block stops the children in reverse start order. Too many restarts
+raise ``EscalationError`` out of the block, so a supervisor can itself be the
+child of another supervisor. The package imports nothing from ``kalam_actors``.
 """
 
 from ._actor import actor_child as actor_child

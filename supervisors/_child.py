@@ -11,6 +11,7 @@ import trio
 
 from ._actor import ActorRun
 from ._config import PERMANENT, RestartType
+from ._util import NoPublicConstructor
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class _StatusProxy:
         self._status.started(value)
 
 
-class ChildHandle:
+class ChildHandle(metaclass=NoPublicConstructor):
     """A supervisor's view of one child; created by ``Supervisor.start_child``.
 
     The handle outlives restarts: it always describes the current incarnation.

@@ -27,6 +27,7 @@ from ._config import (
 )
 from ._errors import EscalationError, SupervisorClosedError, TooManyChildrenError
 from ._events import EventKind, SupervisorEvent
+from ._util import NoPublicConstructor
 
 EventCallback = Callable[[SupervisorEvent], None]
 Reason = BaseException | str | None
@@ -62,7 +63,7 @@ class _Plan:
     reason: Reason
 
 
-class Supervisor:
+class Supervisor(metaclass=NoPublicConstructor):
     """Keeps children (trio tasks or pykka actors) running; open with ``Supervisor.open``.
 
     All changes to the set of children happen under one lock: the user's
@@ -132,7 +133,7 @@ class Supervisor:
         Raises:
             EscalationError: When the restart intensity was exceeded.
         """
-        sup = cls(
+        sup = cls._create(
             strategy=strategy,
             intensity=intensity,
             backoff=backoff,
@@ -217,7 +218,7 @@ class Supervisor:
                 raise TooManyChildrenError(
                     f"supervisor {self.name!r} already runs max_children={self._max_children}"
                 )
-            child = ChildHandle(spec)
+            child = ChildHandle._create(spec)
             self._children.pop(spec.id, None)  # re-insert at the end: start order
             self._children[spec.id] = child
             try:

@@ -23,3 +23,12 @@ def test_package_does_not_import_the_runtime() -> None:
     root = pathlib.Path(supervisors.__file__).parent
     for source in root.glob("*.py"):
         assert "kalam_actors" not in source.read_text(), source.name
+
+
+def test_runtime_objects_have_no_public_constructor() -> None:
+    import pytest
+
+    with pytest.raises(TypeError, match="no public constructor"):
+        supervisors.Supervisor()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="no public constructor"):
+        supervisors.ChildHandle()  # type: ignore[call-arg]
