@@ -124,7 +124,6 @@ async def _drive(
         "submit_rate": n / (t_submitted - t0),
         "commits": commits,
         "writes_per_commit": changes / max(commits, 1),
-        "cpu_jobs_done": None,
     }
 
 
@@ -211,9 +210,10 @@ def start_latency(
                 deadline = time.perf_counter() + 30
                 while len(starts) < total and time.perf_counter() < deadline:
                     await trio.sleep(0.01)
-        lat = sorted((starts[j] - t) * 1000 for j, t in submitted.items() if j in starts)
-        # Skip the first 5% (warm-up: first dispatch, thread start).
-        lat = lat if len(lat) < 100 else sorted(lat[:])
+        # Skip the first 2% by submission time (warm-up: first dispatch, thread start).
+        order = sorted(submitted.items(), key=lambda item: item[1])
+        order = order[len(order) // 50:]
+        lat = sorted((starts[j] - t) * 1000 for j, t in order if j in starts)
         return {
             "offered_rate": rate,
             "achieved_rate": achieved,
