@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..context import JobContext
     from ..model import Job
 
-__all__ = ["ARCHIVE_FORMAT", "BackupExecutor", "MEMBER_RE", "sha256_file"]
+__all__ = ["ARCHIVE_FORMAT", "MEMBER_RE", "BackupExecutor", "sha256_file"]
 
 ARCHIVE_FORMAT: Final = "kalam-actors-backup"
 ARCHIVE_VERSION: Final = 1
@@ -196,4 +196,4 @@ def _compressed(raw: IO[bytes], compression: str) -> Iterator[IO[bytes]]:
         return
     compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
     with compressor.stream_writer(raw, closefd=False) as writer:
-        yield writer  # type: ignore[misc]
+        yield writer

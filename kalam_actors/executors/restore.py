@@ -151,7 +151,7 @@ class RestoreExecutor(JobExecutor):
         if MANIFEST_NAME not in members:
             raise _Corrupt("it has no manifest.json")
         try:
-            manifest = orjson.loads((into / MANIFEST_NAME).read_bytes())
+            manifest: dict[str, Any] = orjson.loads((into / MANIFEST_NAME).read_bytes())
         except orjson.JSONDecodeError as exc:
             raise _Corrupt(f"manifest.json is not JSON: {exc}") from None
         self._check_manifest(manifest)
@@ -254,4 +254,4 @@ def _opened(archive: Path) -> Iterator[IO[bytes]]:
             yield raw
             return
         with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            yield reader  # type: ignore[misc]
+            yield reader

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import lmdb
 import orjson
@@ -206,7 +206,7 @@ _REGISTRY: dict[Path, _Shared] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-# --- key and value encoding -------------------------------------------------------------------
+# --- key and value encoding ---
 
 def _table_key(ns: str, table: str) -> bytes:
     return f"{ns}\x00{table}".encode()
@@ -234,13 +234,18 @@ def _hot_header(value: bytes) -> tuple[int, bool, int]:
     return seq, bool(deleted), ts
 
 
+def _get(txn: lmdb.Transaction, key: bytes, db: Any) -> bytes | None:
+    # Transactions are opened with buffers=False, so values are bytes, never memoryviews.
+    return cast("bytes | None", txn.get(key, db=db))
+
+
 def _iter_prefix(
     txn: lmdb.Transaction, db: Any, prefix: bytes
 ) -> Iterator[tuple[bytes, bytes]]:
     cursor = txn.cursor(db=db)
     if not cursor.set_range(prefix):
         return
-    for key, value in cursor.iternext():
+    for key, value in cast("Iterator[tuple[bytes, bytes]]", cursor.iternext()):
         if not key.startswith(prefix):
             return
         yield key, value
@@ -296,7 +301,7 @@ class _HotRow:
         self.data = value[_HEADER.size:]
 
 
-# --- the engine ---------------------------------------------------------------------------------
+# --- the engine ---
 
 class Engine:
     """A small, real storage engine: the reference host for the built-in executors.
@@ -322,7 +327,7 @@ class Engine:
         self._closed = False
         self.faults = FaultHooks()
 
-    # -- lifecycle ------------------------------------------------------------------------------
+    # -- lifecycle --
 
     @classmethod
     def open(
@@ -387,7 +392,7 @@ class Engine:
         """The engine clock in µs."""
         return int(self._clock() * 1_000_000)
 
-    # -- transactions ---------------------------------------------------------------------------
+    # -- transactions --
 
     def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         with self._shared.gate.txn(), self._env.begin(buffers=False) as txn:
@@ -403,7 +408,7 @@ class Engine:
                 self._shared.grow()
 
     def _alloc_seq(self, txn: lmdb.Transaction, count: int) -> int:
-        raw = txn.get(_SEQ_KEY, db=self._db["meta"])
+        raw = _get(txn, _SEQ_KEY, self._db["meta"])
         last = int.from_bytes(raw, "big") if raw else 0
         txn.put(_SEQ_KEY, (last + count).to_bytes(8, "big"), db=self._db["meta"])
         return last + 1
@@ -411,7 +416,7 @@ class Engine:
     def _table_lock(self, ns: str, table: str) -> threading.RLock:
         return self._shared.table_lock(_table_key(ns, table))
 
-    # -- tables ---------------------------------------------------------------------------------
+    # -- tables --
 
     def create_table(
         self,
@@ -452,7 +457,7 @@ class Engine:
         """The table's metadata, or None if it does not exist."""
         check_name(namespace, "namespace")
         check_name(table, "table name")
-        raw = self._read(lambda txn: txn.get(_table_key(namespace, table), db=self._db["tables"]))
+        raw = self._read(lambda txn: _get(txn, _table_key(namespace, table), self._db["tables"]))
         return None if raw is None else _info_from(raw)
 
     def list_tables(self, namespace: str | None = None) -> list[TableInfo]:
@@ -482,7 +487,7 @@ class Engine:
             )
         return ""
 
-    # -- rows -----------------------------------------------------------------------------------
+    # -- rows --
 
     def _pk_json(self, info: TableInfo, pk: object) -> str:
         if isinstance(pk, bool) or not isinstance(pk, (int, str)):
@@ -514,7 +519,7 @@ class Engine:
         ns, table = info.namespace, info.name
 
         def txn_fn(txn: lmdb.Transaction) -> int:
-            if txn.get(_table_key(ns, table), db=self._db["tables"]) is None:
+            if _get(txn, _table_key(ns, table), self._db["tables"]) is None:
                 raise TableNotFound(info.table_id)
             seq = self._alloc_seq(txn, len(items))
             hot = self._db["hot"]
@@ -600,7 +605,7 @@ class Engine:
         ns, table = info.namespace, info.name
 
         def txn_fn(txn: lmdb.Transaction) -> tuple[bytes | None, list[SegmentInfo]]:
-            hot = txn.get(_hot_key(ns, table, owner, pk), db=self._db["hot"])
+            hot = _get(txn, _hot_key(ns, table, owner, pk), self._db["hot"])
             return hot, self._manifest(txn, ns, table, owner)
 
         for _ in range(_READ_RETRIES):
@@ -709,7 +714,7 @@ class Engine:
 
         return self._read(txn_fn)
 
-    # -- users, ACLs, tokens ----------------------------------------------------------------------
+    # -- users, ACLs, tokens --
 
     def create_user(self, user_id: str, username: str) -> UserInfo:
         """Create a user.
@@ -735,7 +740,7 @@ class Engine:
     def get_user(self, user_id: str) -> UserInfo | None:
         """The user record (soft-deleted or not), or None."""
         check_name(user_id, "user id")
-        raw = self._read(lambda txn: txn.get(user_id.encode(), db=self._db["users"]))
+        raw = self._read(lambda txn: _get(txn, user_id.encode(), self._db["users"]))
         return None if raw is None else UserInfo(**orjson.loads(raw))
 
     def delete_user(self, user_id: str) -> UserInfo:
@@ -748,7 +753,7 @@ class Engine:
         now = self.now_us()
 
         def txn_fn(txn: lmdb.Transaction) -> UserInfo:
-            raw = txn.get(user_id.encode(), db=self._db["users"])
+            raw = _get(txn, user_id.encode(), self._db["users"])
             if raw is None:
                 raise UserNotFound(f"user {user_id} does not exist")
             user = UserInfo(**orjson.loads(raw))
@@ -798,7 +803,7 @@ class Engine:
         return self._read(lambda txn: [orjson.loads(v) for _, v in
                                        _iter_prefix(txn, self._db[db], prefix)])
 
-    # -- maintenance: flush -----------------------------------------------------------------------
+    # -- maintenance: flush --
 
     def _segment_path(self, ns: str, table: str, user: str, segment_id: str) -> tuple[Path, str]:
         parts = [ns, table, user, f"{segment_id}.parquet"] if user else \
@@ -867,11 +872,11 @@ class Engine:
         self, txn: lmdb.Transaction, info: TableInfo, rows: Sequence[_HotRow],
         written: Sequence[tuple[SegmentInfo, Path]],
     ) -> None:
-        if txn.get(_table_key(info.namespace, info.name), db=self._db["tables"]) is None:
+        if _get(txn, _table_key(info.namespace, info.name), self._db["tables"]) is None:
             raise TableNotFound(info.table_id)
         hot = self._db["hot"]
         for row in rows:
-            current = txn.get(row.key, db=hot)
+            current = _get(txn, row.key, hot)
             # Only the version we copied may go: one rewritten meanwhile has a new seq and stays.
             if current is not None and _hot_header(current)[0] == row.seq:
                 txn.delete(row.key, db=hot)
@@ -879,7 +884,7 @@ class Engine:
         for seg, _ in written:
             txn.put(prefix + seg.segment_id.encode(), _segment_to(seg), db=self._db["manifest"])
 
-    # -- maintenance: cleanup ---------------------------------------------------------------------
+    # -- maintenance: cleanup --
 
     def _table_dir(self, ns: str, table: str) -> Path:
         return self._segments_root / check_name(ns, "namespace") / check_name(table, "table name")
@@ -919,7 +924,7 @@ class Engine:
             files, size = _remove_files(table_dir, keep=named, remove_root=not exists)
         return CleanupResult(files, size)
 
-    # -- maintenance: versions, purge, merge --------------------------------------------------------
+    # -- maintenance: versions, purge, merge --
 
     def segments(self, namespace: str, table: str) -> list[SegmentInfo]:
         """The table's manifest, in segment id (creation) order."""
@@ -1022,7 +1027,7 @@ class Engine:
         removed = 0
         for (user, pk), bound in victims.items():
             key = _hot_key(ns, name, user, pk)
-            current = txn.get(key, db=hot_db)
+            current = _get(txn, key, hot_db)
             if current is not None and _hot_header(current)[0] <= bound:
                 txn.delete(key, db=hot_db)
                 removed += 1
@@ -1117,7 +1122,7 @@ class Engine:
                 plan.append(segs)
         return plan
 
-    # -- maintenance: users ---------------------------------------------------------------------
+    # -- maintenance: users --
 
     def user_data_tables(self, user_id: str) -> list[str]:
         """``"ns:table"`` of every USER table holding rows (hot or cold) of ``user_id``."""
@@ -1162,8 +1167,8 @@ class Engine:
             result, doomed = self._write(lambda txn: self._commit_user_purge(txn, user_id,
                                                                              cascade))
             self._unlink_segments(doomed)
-            for t in result.tables:
-                ns, name = t.split(":")
+            for table_id in result.tables:
+                ns, name = table_id.split(":")
                 with contextlib.suppress(OSError):
                     shutil.rmtree(self._table_dir(ns, name) / user_id)
         return result
@@ -1171,7 +1176,7 @@ class Engine:
     def _commit_user_purge(
         self, txn: lmdb.Transaction, user_id: str, cascade: bool
     ) -> tuple[UserPurgeResult, list[SegmentInfo]]:
-        raw = txn.get(user_id.encode(), db=self._db["users"])
+        raw = _get(txn, user_id.encode(), self._db["users"])
         if raw is None:
             raise UserNotFound(f"user {user_id} does not exist")
         if UserInfo(**orjson.loads(raw)).deleted_us is None:
@@ -1205,7 +1210,7 @@ class Engine:
                                  counts["acls"], counts["tokens"])
         return result, doomed
 
-    # -- maintenance: snapshot and import ----------------------------------------------------------
+    # -- maintenance: snapshot and import --
 
     @contextlib.contextmanager
     def scratch_dir(self, label: str) -> Iterator[Path]:
@@ -1232,7 +1237,7 @@ class Engine:
 
         def txn_fn(txn: lmdb.Transaction
                    ) -> tuple[bytes | None, list[_HotRow], list[SegmentInfo]]:
-            return (txn.get(_table_key(namespace, table), db=self._db["tables"]),
+            return (_get(txn, _table_key(namespace, table), self._db["tables"]),
                     self._hot_rows(txn, namespace, table), self._manifest(txn, namespace, table))
 
         # The table lock keeps maintenance from deleting the segments before they are linked.
@@ -1256,7 +1261,7 @@ class Engine:
         by_user: dict[str, list[_HotRow]] = {}
         for row in hot:
             by_user.setdefault(row.user, []).append(row)
-        files = []
+        files: list[SnapshotFile] = []
         for user, group in sorted(by_user.items()):
             target = into / "data" / f"{len(files) + 1:06d}.parquet"
             write_segment(target, build_segment(
@@ -1324,7 +1329,7 @@ class Engine:
         overwrite: bool,
     ) -> tuple[bool, list[SegmentInfo]]:
         ns, name = info.namespace, info.name
-        exists = txn.get(_table_key(ns, name), db=self._db["tables"]) is not None
+        exists = _get(txn, _table_key(ns, name), self._db["tables"]) is not None
         if exists and not overwrite:
             raise TableExists(info.table_id, "; pass overwrite=true to replace it")
         old = self._manifest(txn, ns, name)
@@ -1334,7 +1339,7 @@ class Engine:
         txn.put(_table_key(ns, name), _info_to(info), db=self._db["tables"])
         # Versions from another engine may be ahead of ours; later writes must still win.
         top = max((s.max_seq for s in segments), default=0)
-        raw = txn.get(_SEQ_KEY, db=self._db["meta"])
+        raw = _get(txn, _SEQ_KEY, self._db["meta"])
         if top > (int.from_bytes(raw, "big") if raw else 0):
             txn.put(_SEQ_KEY, top.to_bytes(8, "big"), db=self._db["meta"])
         return exists, old

@@ -89,7 +89,7 @@ class OperationCancelled(StorageError):
     it did is visible."""
 
 
-class SimulatedCrash(BaseException):  # noqa: N818 - it stands for a crash, not an error
+class SimulatedCrash(BaseException):
     """Raised by a test's fault hook to simulate the process dying at that point.
 
     A BaseException on purpose: the engine's ``except Exception`` tidy-ups must not run, just

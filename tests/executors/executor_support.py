@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from kalam_actors import JobDecision, JobType
+from kalam_actors import JobDecision
 from kalam_actors.context import JobContext
 from kalam_actors.executor import JobExecutor
 from kalam_actors.model import Progress
-from kalam_actors.storage import Engine
 from kalam_actors.testing import ContextRecorder, make_context, make_job
 
 

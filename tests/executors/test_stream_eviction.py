@@ -75,7 +75,7 @@ def test_cancel_halfway_keeps_exactly_the_finished_batches(
 ) -> None:
     clock.advance(100)  # everything is expired
     # Reports: the start, then one per batch; cancel right after batch 2 finishes.
-    decision, rec = run_job(StreamEvictionExecutor(), params(60, batch=10), events,
+    decision, _ = run_job(StreamEvictionExecutor(), params(60, batch=10), events,
                             cancel_after_progress=3)
     assert decision.outcome is Outcome.FAILED
     assert decision.message == "cancelled: evicted 20 rows in 2 of 5 batches"
