@@ -19,7 +19,7 @@ import re
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
@@ -108,9 +108,13 @@ class BackupExecutor(JobExecutor):
                 files.append(self._file_entry(scratch, f.path, f.user_id, f.rows, f.kind))
                 ctx.report_progress(i, total * 2, f"checksummed {i} of {len(snapshot.files)}")
             manifest = self._manifest(ctx, snapshot, files, compression)
+            folder = root / ns / table
+            folder.mkdir(parents=True, exist_ok=True)
+            # An existing <ns>/<table> folder may be a symlink out of the roots: check again.
+            folder = p.resolve_location(PurePosixPath(folder), engine.backup_roots,
+                                        "backup_location")
             try:
-                archive = self._write_archive(ctx, root / ns / table, scratch, manifest,
-                                              compression)
+                archive = self._write_archive(ctx, folder, scratch, manifest, compression)
             except _Stopped:
                 return p.cancelled_decision(ctx, "backup stopped; partial archive removed")
         size = archive.stat().st_size

@@ -6,7 +6,7 @@ import contextlib
 import shutil
 import tarfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
@@ -84,6 +84,9 @@ class RestoreExecutor(JobExecutor):
         archive = self._find_archive(location)
         if isinstance(archive, JobDecision):
             return self._log(ctx, archive)
+        # A file picked from a folder may be a symlink out of the roots: check it too.
+        archive = p.resolve_location(PurePosixPath(archive), engine.backup_roots,
+                                     "backup_location")
         archive_sha = sha256_file(archive)
         existing = engine.table_info(ns, table)
         if existing is not None:

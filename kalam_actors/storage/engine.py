@@ -355,6 +355,7 @@ class Engine:
             shared = _REGISTRY.get(root)
             if shared is None:
                 shared = _REGISTRY[root] = _Shared(root, map_size)
+                _remove_dead_scratch(root / "tmp")
             shared.refs += 1
         roots = (
             tuple(Path(r).resolve() for r in backup_roots)
@@ -1217,7 +1218,8 @@ class Engine:
         """A private folder under ``<path>/tmp`` (same filesystem as the segments), removed on
         exit."""
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)[:80]
-        folder = self.path / "tmp" / f"{safe}-{secrets.token_hex(6)}"
+        # The pid lets a later open tell a crashed process's leftovers from live work.
+        folder = self.path / "tmp" / f"{safe}.{os.getpid()}.{secrets.token_hex(6)}"
         folder.mkdir(parents=True)
         try:
             yield folder
@@ -1361,6 +1363,32 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def _remove_dead_scratch(tmp: Path) -> None:
+    """Remove scratch folders left by processes that no longer run (a crash mid-backup or
+    mid-restore); folders of live processes are someone's work in progress."""
+    if not tmp.is_dir():
+        return
+    for folder in tmp.iterdir():
+        parts = folder.name.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info(f"storage engine: removed scratch folder {folder.name} of dead process {pid}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_files(root: Path, *, keep: set[Path], remove_root: bool) -> tuple[int, int]:

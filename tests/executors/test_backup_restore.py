@@ -281,3 +281,17 @@ def test_a_rerun_of_the_same_job_recognises_its_own_restore(source: Engine) -> N
     assert again.outcome is Outcome.COMPLETED
     assert "already restored" in (again.message or "")
     assert RestoreExecutor.rerun_on_recovery is True
+
+
+def test_an_archive_symlinked_from_outside_the_roots_is_refused(
+    source: Engine, tmp_path: Path
+) -> None:
+    archive = backup(source)
+    outside = tmp_path / "outside.tar.zst"
+    outside.write_bytes(archive.read_bytes())
+    archive.unlink()
+    (archive.parent / "zz.tar.zst").symlink_to(outside)
+    decision = restore(source, archive.parent)
+    assert decision.outcome is Outcome.FAILED
+    assert "outside the allowed backup roots" in (decision.message or "")
+    assert source.table_info(NS, "copy") is None

@@ -351,3 +351,11 @@ def test_flush_of_100k_rows_is_quick(shared: Engine) -> None:
     assert shared.flush_table(NS, "items").rows == 100_000
     assert time.perf_counter() - started < 5
     assert len(shared.scan(NS, "items")) == 100_000
+
+
+def test_scratch_of_a_dead_process_is_removed_on_open(tmp_path: Path) -> None:
+    with Engine.open(tmp_path / "e") as engine, engine.scratch_dir("backup-x") as live:
+        (engine.path / "tmp" / "restore-y.999999999.abc").mkdir()
+        assert live.exists()
+    with Engine.open(tmp_path / "e") as engine:
+        assert list((engine.path / "tmp").iterdir()) == []
