@@ -106,7 +106,7 @@ class BackupExecutor(JobExecutor):
                 if ctx.cancelled:
                     return p.cancelled_decision(ctx, "backup stopped before writing the archive")
                 files.append(self._file_entry(scratch, f.path, f.user_id, f.rows, f.kind))
-                ctx.report_progress(i, total * 2, f"checksummed {i} of {len(snapshot.files)}")
+                ctx.report_progress(i, total, f"checksummed {i} of {len(snapshot.files)}")
             manifest = self._manifest(ctx, snapshot, files, compression)
             folder = root / ns / table
             folder.mkdir(parents=True, exist_ok=True)

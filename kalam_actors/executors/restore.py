@@ -125,7 +125,8 @@ class RestoreExecutor(JobExecutor):
         message = (f"restored {like.table_id} from {archive.name} into {ns}:{table}: "
                    f"{manifest['rows']['visible']} rows ({result.rows} stored versions in "
                    f"{result.files} segments){replaced}")
-        ctx.report_progress(1, 1, "restored")
+        steps = len(manifest["files"]) + 1
+        ctx.report_progress(steps, steps, "restored")
         return self._log(ctx, JobDecision.completed(message))
 
     @staticmethod

@@ -559,15 +559,21 @@ class Engine:
         return len(items)
 
     def update(
-        self, namespace: str, table: str, row: Mapping[str, Any], *, user_id: str | None = None
+        self, namespace: str, table: str, row: Mapping[str, Any] | int | str,
+        changes: Mapping[str, Any] | None = None, *, user_id: str | None = None,
     ) -> int:
-        """Merge ``row`` (which names the primary key) over the current row as a new version.
+        """Merge changes over the current row as a new version: either ``update(ns, t, row)``
+        where ``row`` names the primary key, or ``update(ns, t, pk, changes)``.
 
         Raises:
             RowNotFound: no live row has that key.
         """
         info = self._require_table(namespace, table)
         owner = self._owner(info, user_id)
+        if not isinstance(row, Mapping):
+            row = {**(changes or {}), info.primary_key: row}
+        elif changes is not None:
+            raise InvalidName("pass either a row or a primary key and its changes, not both")
         pk, _ = self._encode_row(info, row)
         current = self._current(info, owner, pk)
         if current is None or current[1]:

@@ -17,7 +17,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 __all__ = [
     "CleanupResult",
@@ -113,6 +113,16 @@ class TableStats:
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
+
+    def __getitem__(self, field: str) -> int:
+        """``stats["hot_rows"]`` as well as ``stats.hot_rows``."""
+        if field not in _STATS_FIELDS:
+            raise KeyError(field)
+        value: int = getattr(self, field)
+        return value
+
+
+_STATS_FIELDS: Final = frozenset({"hot_rows", "segments", "cold_rows", "bytes"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

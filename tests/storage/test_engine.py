@@ -69,6 +69,9 @@ def test_update_merges_over_the_cold_row_and_missing_rows_are_refused(shared: En
     assert shared.scan(NS, "items") == [{"id": 1, "a": 1, "b": 3}]
     with pytest.raises(RowNotFound):
         shared.update(NS, "items", {"id": 2, "b": 3})
+    shared.update(NS, "items", 1, {"a": 5})  # the (pk, changes) form
+    assert shared.get(NS, "items", 1) == {"id": 1, "a": 5, "b": 3}
+    assert shared.table_stats(NS, "items")["hot_rows"] == 1
 
 
 def test_user_tables_need_user_id_and_scan_per_user(users: Engine) -> None:
