@@ -209,7 +209,7 @@ class Supervisor(metaclass=NoPublicConstructor):
             Exception: Whatever the child raised before it counted as started.
         """
         async with self._lock:
-            self._check_open()
+            await self._ensure_open()
             old = self._children.get(spec.id)
             if old is not None and _is_live(old):
                 raise ValueError(f"supervisor {self.name!r} already has a child {spec.id!r}")
@@ -280,11 +280,7 @@ class Supervisor(metaclass=NoPublicConstructor):
         )
         self._notes_tx.send_nowait(note)
         await handled.wait()
-        if self._closing:
-            # Escalated: a caller inside the supervisor's block is being cancelled
-            # (let that win, so only EscalationError leaves the block); others learn here.
-            await trio.lowlevel.checkpoint()
-            self._check_open()
+        await self._ensure_open()
 
     # --- running children -----------------------------------------------------------------
 
@@ -516,6 +512,14 @@ class Supervisor(metaclass=NoPublicConstructor):
         if self._closing:
             raise SupervisorClosedError(f"supervisor {self.name!r} is closing")
 
+    async def _ensure_open(self) -> None:
+        if self._closing:
+            # After an escalation, a caller inside the supervisor's block is already
+            # being cancelled: let Cancelled win so only EscalationError leaves the
+            # block. Callers elsewhere get SupervisorClosedError.
+            await trio.lowlevel.checkpoint()
+            self._check_open()
+
 
 def _is_live(child: ChildHandle) -> bool:
     """Running, or down and about to be restarted: occupies its id and a slot."""
@@ -527,6 +531,11 @@ def _should_restart(restart: RestartType, crashed: bool) -> bool:
 
 
 def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one real error in a nursery's group, ignoring cancellations; else ``None``."""
+    """The one real error in a nursery's group, ignoring cancellations; else ``None``.
+
+    After an escalation, SupervisorClosedErrors are its consequences, not news.
+    """
     errors = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
+    if any(isinstance(e, EscalationError) for e in errors):
+        errors = [e for e in errors if not isinstance(e, SupervisorClosedError)]
     return errors[0] if len(errors) == 1 else None

@@ -817,3 +817,26 @@ async def test_events_are_logged_through_loguru(fleet: Fleet) -> None:
         "INFO supervisor 'logged': child 'a' restarted (Boom('a #1'))",
         "DEBUG supervisor 'logged': child 'a' terminated ('supervisor shutting down')",
     ]
+
+
+async def test_a_start_child_waiting_during_an_escalation_does_not_mask_it(
+    fleet: Fleet, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def slow_to_stop(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(1.0)
+
+    with pytest.raises(EscalationError):
+        async with Supervisor.open(intensity=Intensity(max_restarts=0, period_s=5.0)) as sup:
+            await sup.start_child(ChildSpec(id="slow", start=slow_to_stop))
+            await sup.start_child(fleet.spec("a"))
+            fleet.crash("a")
+            # The supervisor is now escalating: stopping "slow" takes 1 s, lock held.
+            await trio.testing.wait_all_tasks_blocked()
+            await sup.start_child(fleet.spec("late"))
+
+    assert "late" not in fleet.starts
