@@ -286,7 +286,7 @@ def test_concurrent_writers_and_flushes_lose_nothing(shared: Engine) -> None:
 
     def writer(start: int) -> None:
         try:
-            for i in range(start, start + 200):
+            for i in range(start, start + 100):
                 shared.insert(NS, "items", {"id": i})
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -301,8 +301,8 @@ def test_concurrent_writers_and_flushes_lose_nothing(shared: Engine) -> None:
     shared.flush_table(NS, "items")
     assert errors == []
     ids = [row["id"] for row in shared.scan(NS, "items")]
-    assert ids == list(range(200)) + list(range(1000, 1200))
-    assert len(shared.versions(NS, "items")) == 400
+    assert ids == list(range(100)) + list(range(1000, 1100))
+    assert len(shared.versions(NS, "items")) == 200
 
 
 def test_users_acls_tokens_soft_then_purged(users: Engine) -> None:
