@@ -68,8 +68,10 @@ class RestoreExecutor(JobExecutor):
         p.name(params, "target_namespace")
         p.name(params, "target_table_name")
         p.flag(params, "overwrite")
-        if self._engine is not None:
-            p.resolve_location(location, self._engine.backup_roots, "backup_location")
+        # Any storage object may be handed over; only an engine with roots can be checked here.
+        roots = getattr(self._engine, "backup_roots", None)
+        if roots is not None:
+            p.resolve_location(location, tuple(roots), "backup_location")
 
     def execute(self, ctx: JobContext, job: Job) -> JobDecision:
         return p.guard(ctx, lambda engine: self._run(ctx, engine))

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import lmdb
 import orjson
@@ -66,6 +66,7 @@ from .interface import (
     SegmentInfo,
     Snapshot,
     SnapshotFile,
+    StorageEngine,
     TableInfo,
     TableStats,
     TableType,
@@ -1416,3 +1417,8 @@ def _remove_files(root: Path, *, keep: set[Path], remove_root: bool) -> tuple[in
             with contextlib.suppress(OSError):
                 Path(folder).rmdir()  # only succeeds when empty
     return files, size
+
+
+if TYPE_CHECKING:
+    # mypy proves here that the reference engine implements the executors' interface.
+    _IMPLEMENTS: type[StorageEngine] = Engine
