@@ -142,8 +142,18 @@ class ActorStart:
         return f"actor_child({self.actor_class.__qualname__})"
 
     async def __call__(
-        self, *, task_status: trio.TaskStatus[ActorRun] = trio.TASK_STATUS_IGNORED
+        self,
+        *stray_args: object,
+        task_status: trio.TaskStatus[ActorRun] = trio.TASK_STATUS_IGNORED,
+        **stray_kwargs: object,
     ) -> None:
+        if stray_args or stray_kwargs:
+            # A likely mistake worth a clear message: the actor's arguments were
+            # already bound by actor_child(); ChildSpec.args/kwargs would be lost.
+            raise TypeError(
+                f"pass {self.actor_class.__qualname__}'s arguments to actor_child(), "
+                "and leave ChildSpec.args and ChildSpec.kwargs empty"
+            )
         lifecycle = _Lifecycle(trio.lowlevel.current_trio_token())
         reset = _current_lifecycle.set(lifecycle)
         try:

@@ -304,3 +304,15 @@ async def test_restart_child_abandon_old_replaces_a_stuck_actor_at_once(
 def test_actor_child_needs_a_threading_actor() -> None:
     with pytest.raises(TypeError, match="ThreadingActor"):
         actor_child(object)  # type: ignore[arg-type]
+
+
+async def test_actor_arguments_belong_to_actor_child_not_the_spec(recorder: Recorder) -> None:
+    async with Supervisor.open(on_event=recorder) as sup:
+        with pytest.raises(TypeError, match="actor_child"):
+            await sup.start_child(ChildSpec(id="a", start=actor_child(Echo), args=("x",)))
+
+        handle = await sup.start_child(ChildSpec(id="b", start=actor_child(Echo, tag="b")))
+        ref = handle.actor_ref
+        assert ref is not None
+        tag = await trio.to_thread.run_sync(lambda: ref.ask(("tag", None), timeout=WAIT_S))
+        assert tag == "b"
