@@ -1,4 +1,4 @@
-"""Random histories of writes and maintenance never change what ``scan`` shows."""
+"""Random histories of writes and maintenance: ``scan`` always matches a plain model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from executor_support import FakeClock, run_job, table_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kalam_actors.executors import CompactExecutor, FlushExecutor, RetentionExecutor
+from kalam_actors.executors import (
+    CompactExecutor,
+    FlushExecutor,
+    RetentionExecutor,
+    StreamEvictionExecutor,
+)
 from kalam_actors.storage import Engine, RowNotFound, TableType
 
 NS = "default"
@@ -66,3 +71,46 @@ def test_scan_always_matches_a_plain_dict(ops: list[tuple[Any, ...]]) -> None:
             assert engine.scan(NS, "t") == [model[k] for k in sorted(model)], op
         seqs = [v.seq for v in engine.versions(NS, "t")]
         assert len(seqs) == len(set(seqs))  # no version stored twice
+
+
+STREAM_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert"), PKS, st.integers(0, 9)),
+        st.tuples(st.just("delete"), PKS),
+        st.tuples(st.just("flush")),
+        st.tuples(st.just("compact")),
+        st.tuples(st.just("tick"), st.integers(1, 90)),
+        st.tuples(st.just("evict"), st.integers(1, 3)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=STREAM_OPS)
+def test_eviction_removes_exactly_the_rows_written_longer_than_ttl_ago(
+    ops: list[tuple[Any, ...]],
+) -> None:
+    ttl = 60
+    clock = FakeClock()
+    with tempfile.TemporaryDirectory() as folder, Engine.open(folder, clock=clock) as engine:
+        engine.create_table(NS, "s", TableType.STREAM, ttl_seconds=ttl)
+        model: dict[int, tuple[dict[str, Any], float]] = {}  # row, time of its last write
+        for op in ops:
+            kind = op[0]
+            if kind == "insert":
+                model[op[1]] = ({"id": op[1], "v": op[2]}, clock.now)
+                engine.insert(NS, "s", model[op[1]][0])
+            elif kind == "delete":
+                engine.delete(NS, "s", op[1])
+                model.pop(op[1], None)
+            elif kind == "tick":
+                clock.advance(op[1])
+            elif kind in ("flush", "compact"):
+                executor = FlushExecutor() if kind == "flush" else CompactExecutor()
+                run_job(executor, table_params("s", "Stream"), engine)
+            else:
+                run_job(StreamEvictionExecutor(),
+                        table_params("s", "Stream", ttl_seconds=ttl, batch_size=op[1]), engine)
+                model = {k: v for k, v in model.items() if v[1] >= clock.now - ttl}
+            assert engine.scan(NS, "s") == [model[k][0] for k in sorted(model)], op

@@ -362,3 +362,29 @@ def test_scratch_of_a_dead_process_is_removed_on_open(tmp_path: Path) -> None:
         assert live.exists()
     with Engine.open(tmp_path / "e") as engine:
         assert list((engine.path / "tmp").iterdir()) == []
+
+
+def test_scans_racing_compactions_always_see_the_same_rows(shared: Engine) -> None:
+    rows = [{"id": i, "v": "same"} for i in range(50)]
+    shared.insert_many(NS, "items", rows)
+    shared.flush_table(NS, "items")
+    stop = threading.Event()
+    seen: list[bool] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.append(shared.scan(NS, "items") == rows)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(5):  # each round adds a segment and merges away the old ones
+            shared.insert_many(NS, "items", rows)
+            shared.flush_table(NS, "items")
+            segs = [s.segment_id for s in shared.segments(NS, "items")]
+            shared.merge_segments(NS, "items", [segs])
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert seen and all(seen)
+    assert len(shared.segments(NS, "items")) == 1
