@@ -3,6 +3,7 @@ B9 (no-op throughput beside a CPU-bound executor). Each function runs in a fresh
 
 from __future__ import annotations
 
+import resource
 import sys
 import threading
 import time
@@ -23,6 +24,11 @@ def burn(ms: float) -> int:
         for i in range(200):
             x += i * i
     return x
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _executors(prefetch: int, actors: int, cpu: str | None, cpu_ms: float) -> list[Any]:
@@ -103,6 +109,7 @@ async def _drive(
                 last.append(ids[-1])
 
             before = m.statistics()
+            cpu0 = _cpu_s()
             t0 = time.perf_counter()
             async with trio.open_nursery() as nursery:
                 for k in range(producers):
@@ -114,6 +121,7 @@ async def _drive(
             while m.store.counts().get(key, 0) < n:
                 await trio.sleep(0.0005)
             elapsed = time.perf_counter() - t0
+            cpu = _cpu_s() - cpu0
             after = m.statistics()
             _STOP_CPU.set()
             commits = after.commits - before.commits
@@ -122,6 +130,8 @@ async def _drive(
         "rate": n / elapsed,
         "elapsed_s": elapsed,
         "submit_rate": n / (t_submitted - t0),
+        # CPU time of all threads per job: the work itself, little changed by a busy machine.
+        "cpu_us_per_job": cpu * 1e6 / n,
         "commits": commits,
         "writes_per_commit": changes / max(commits, 1),
     }

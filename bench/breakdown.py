@@ -1,0 +1,163 @@
+"""Where one durable no-op job's Python time goes: each stage of its life timed on its own,
+in one thread, on a real store (no contention between threads, no waiting on the GIL).
+
+Stages follow the runtime's hot path for one job of B1: validate its parameters (prepare),
+insert it Queued (create), move it Running (dispatch), build what the actor is told
+(record_to_job, a cancel Event, JobContext, logger.bind), tell the actor (pykka), execute and
+report (run_sync_soon into trio), take the result, move it Completed, log. Batch-level costs
+(commit, fsync, the to_thread hop) are divided by the batch size. The sum is a floor on CPU
+time per job in B1; B1's measured CPU time per job shows what threads and waiting add.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._common import quiet_logging, scratch_dir
+
+
+def _per_item(fn: Callable[[int], Any], n: int, repeats: int = 5) -> float:
+    """Median over ``repeats`` of (time of fn(n)) / n, in µs."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter_ns()
+        fn(n)
+        times.append((time.perf_counter_ns() - t) / n / 1000)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def stages(batch: int = 100, rounds: int = 20) -> dict[str, Any]:
+    quiet_logging()
+    import pykka
+    import trio
+    from loguru import logger
+
+    from kalam_actors import JobDecision, JobExecutor, JobStatus, JobStore, JobType
+    from kalam_actors.context import JobContext
+    from kalam_actors.store import new_record, now_us, record_to_job
+    from kalam_actors.ids import JobId
+
+    class Noop(JobExecutor):
+        job_type = JobType.FLUSH
+        name = "noop"
+
+        def execute(self, ctx: Any, job: Any) -> Any:
+            return JobDecision.completed()
+
+    out: dict[str, float] = {}
+    n = batch * rounds
+    with scratch_dir("breakdown") as path:
+        store = JobStore(path, executors=[Noop()])
+        ex = Noop()
+        out["prepare (validate params)"] = _per_item(
+            lambda k: [store.prepare(JobType.FLUSH, {}, validator=ex, require_validator=True)
+                       for _ in range(k)], n)
+        out["JobId.new"] = _per_item(lambda k: [JobId.new(JobType.FLUSH) for _ in range(k)], n)
+        ids: list[str] = []
+
+        def create(k: int) -> None:
+            now = now_us()
+
+            def fill(txn: Any) -> None:
+                for _ in range(k):
+                    job_id = JobId.new(JobType.FLUSH)
+                    txn.insert(new_record(job_id, "{}", key=None, max_retries=3, now=now,
+                                          status=JobStatus.QUEUED))
+                    ids.append(job_id)
+
+            store.write(fill, sync=False)
+
+        out["create: insert Queued (incl. JobId.new)"] = _per_item(create, n)
+        started: list[dict[str, Any]] = []
+
+        def dispatch(k: int) -> None:
+            todo = [ids.pop() for _ in range(k)]
+            now = now_us()
+
+            def move(txn: Any) -> None:
+                for job_id in todo:
+                    rec = txn.require(job_id)
+                    txn.move(rec, JobStatus.RUNNING, now, m=None, pg=None)
+                    started.append(rec)
+
+            store.write(move, sync=False)
+
+        out["dispatch: read + move Queued→Running"] = _per_item(dispatch, n, repeats=3)
+        recs = list(started)
+        out["record_to_job"] = _per_item(lambda k: [record_to_job(r) for r in recs[:k]], n)
+        job = record_to_job(recs[0])
+        out["threading.Event()"] = _per_item(lambda k: [threading.Event() for _ in range(k)], n)
+        out["JobContext(...) (incl. logger.bind)"] = _per_item(
+            lambda k: [JobContext(job, storage=None, attempt=1, progress_sink=lambda *a: None,
+                                  cancel_event=None) for _ in range(k)], n)
+        out["logger.debug (no sinks), per call"] = _per_item(
+            lambda k: [logger.debug(f"[{job.job_id}] Running (attempt 1)") for _ in range(k)], n)
+
+        class Sink(pykka.ThreadingActor):
+            use_daemon_thread = True
+
+            def on_receive(self, message: Any) -> Any:
+                return None
+
+        ref = Sink.start()
+        try:
+            out["pykka tell (caller side)"] = _per_item(
+                lambda k: [ref.tell(i) for i in range(k)], n)
+        finally:
+            ref.stop()
+
+        async def posts(k: int) -> None:
+            token = trio.lowlevel.current_trio_token()
+            send, receive = trio.open_memory_channel[Any](float("inf"))
+            times: list[float] = []
+
+            def producer() -> None:
+                t = time.perf_counter_ns()
+                for i in range(k):
+                    token.run_sync_soon(send.send_nowait, i)
+                times.append((time.perf_counter_ns() - t) / k / 1000)
+
+            thread = threading.Thread(target=producer)
+            thread.start()
+            for _ in range(k):
+                await receive.receive()
+            thread.join()
+            out["run_sync_soon from a thread (caller side)"] = times[0]
+
+        trio.run(posts, n)
+        out["execute (no-op) + JobDecision"] = _per_item(
+            lambda k: [ex.execute(None, job) for _ in range(k)], n)
+
+        def complete(k: int) -> None:
+            todo = [started.pop()["id"] for _ in range(k)]
+            now = now_us()
+
+            def move(txn: Any) -> None:
+                for job_id in todo:
+                    rec = txn.get(job_id)
+                    txn.move(rec, JobStatus.COMPLETED, now, m=None)
+
+            store.write(move, sync=False)
+
+        out["complete: read + move Running→Completed"] = _per_item(complete, n, repeats=3)
+        out[f"commit + fsync, per job (batch of {batch})"] = _per_item(
+            lambda k: [store.write(lambda t: None, sync=True) for _ in range(k // batch)],
+            n) if False else _per_item(
+            lambda k: [store.write(lambda t: t.txn.put(b"x", b"y", db=store._shared.meta),
+                                   sync=True) for _ in range(max(1, k // batch))], n)
+
+        async def hop(k: int) -> None:
+            for _ in range(max(1, k // batch)):
+                await trio.to_thread.run_sync(lambda: None)
+
+        t = time.perf_counter_ns()
+        trio.run(hop, n)
+        out[f"trio.to_thread hop, per job (batch of {batch})"] = (
+            (time.perf_counter_ns() - t) / n / 1000)
+        store.close()
+    total = sum(v for k, v in out.items() if k != "JobId.new")
+    return {"stages_us": out, "sum_us": total}
