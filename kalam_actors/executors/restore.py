@@ -200,7 +200,7 @@ class RestoreExecutor(JobExecutor):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with open(target, "wb") as out:
                         shutil.copyfileobj(source, out, _COPY_CHUNK)
-        except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
+        except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError, ValueError) as exc:
             raise _Corrupt(f"cannot read it: {exc}") from None
         return seen
 

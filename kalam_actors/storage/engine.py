@@ -1328,10 +1328,21 @@ class Engine:
         elif f.user_id != "":
             raise CorruptSegment(f"{f.path.name}: a {info.table_type.value} table has no users")
         check_segment_file(f.path)
-        users = pc.unique(read_segment(f.path, ["user_id"])["user_id"]).to_pylist()
+        data = read_segment(f.path, ["user_id", "pk", "data"])
+        users = pc.unique(data["user_id"]).to_pylist()
         if any(u != f.user_id for u in users):
             raise CorruptSegment(f"{f.path.name} holds rows of users {users}, "
                                  f"expected only {f.user_id!r}")
+        # Checksums prove integrity, not good faith: what scans will parse must parse.
+        try:
+            for pk, row in zip(data["pk"].to_pylist(), data["data"].to_pylist(), strict=True):
+                key = orjson.loads(pk)
+                if isinstance(key, bool) or not isinstance(key, (int, str)):
+                    raise CorruptSegment(f"{f.path.name} holds a bad primary key {pk!r}")
+                if not isinstance(orjson.loads(row), dict):
+                    raise CorruptSegment(f"{f.path.name} holds a row that is not an object")
+        except orjson.JSONDecodeError as exc:
+            raise CorruptSegment(f"{f.path.name} holds invalid JSON: {exc}") from None
 
     def _commit_import(
         self, txn: lmdb.Transaction, info: TableInfo, segments: Sequence[SegmentInfo],

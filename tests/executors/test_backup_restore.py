@@ -295,3 +295,58 @@ def test_an_archive_symlinked_from_outside_the_roots_is_refused(
     assert decision.outcome is Outcome.FAILED
     assert "outside the allowed backup roots" in (decision.message or "")
     assert source.table_info(NS, "copy") is None
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_any_flipped_byte_is_refused_or_harmless(source: Engine, compression: str) -> None:
+    import random
+
+    at_backup = source.scan(NS, "users")
+    archive = backup(source, compression=compression)
+    data = archive.read_bytes()
+    rng = random.Random(4)
+    for n, pos in enumerate(rng.sample(range(len(data)), 25)):
+        bad = archive.with_name(f"zz-{n:02d}{''.join(archive.suffixes)}")
+        bad.write_bytes(data[:pos] + bytes([data[pos] ^ 0x5A]) + data[pos + 1:])
+        decision = restore(source, bad, table=f"t{n}")
+        if decision.outcome is Outcome.COMPLETED:  # e.g. a byte of tar padding or an mtime
+            assert source.scan(NS, f"t{n}") == at_backup
+        else:
+            assert decision.outcome is Outcome.FAILED
+            assert source.table_info(NS, f"t{n}") is None
+        bad.unlink()
+
+
+def test_well_checksummed_but_malformed_rows_are_refused(source: Engine) -> None:
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    archive = backup(source, compression="none")
+    forged = archive.with_name("zz-forged.tar")
+    bodies: dict[str, bytes] = {}
+
+    def forge(name: str, body: bytes) -> tuple[str, bytes]:
+        if name == "data/000001.parquet":
+            table = pq.read_table(io.BytesIO(body))
+            pks = pa.array(["not json"] * table.num_rows, pa.string())
+            table = table.set_column(1, table.schema.field(1), pks)
+            out = io.BytesIO()
+            pq.write_table(table, out)
+            body = out.getvalue()
+        bodies[name] = body
+        return name, body
+
+    _rewrite_tar(archive, forged, forge)
+    manifest = orjson.loads(bodies["manifest.json"])
+    for entry in manifest["files"]:
+        entry["sha256"] = hashlib.sha256(bodies[entry["name"]]).hexdigest()
+        entry["bytes"] = len(bodies[entry["name"]])
+    fixed = orjson.dumps(manifest)
+    _rewrite_tar(forged, forged.with_name("zz-forged2.tar"),
+                 lambda name, body: (name, fixed if name == "manifest.json" else body))
+    decision = restore(source, forged.with_name("zz-forged2.tar"))
+    assert decision.outcome is Outcome.FAILED
+    assert "invalid JSON" in (decision.message or "")
+    assert source.table_info(NS, "copy") is None
