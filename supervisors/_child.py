@@ -44,35 +44,38 @@ class ChildSpec:
 
 
 class _Incarnation:
-    """One run of a child, from start to stop. A restart makes a new one."""
+    """One run of a child, from start to stop. A restart makes a new one.
+
+    The child's code runs in a host task outside the supervisor's nursery (see
+    ``Supervisor._host``) so that it can really be abandoned; a runner task in the
+    nursery mirrors it. This record is what the two share.
+    """
 
     def __init__(self) -> None:
-        self.scope = trio.CancelScope()
-        self.done = trio.Event()
+        self.scope = trio.CancelScope()  # around the child's code; cancelled to stop it
+        self.runner_scope = trio.CancelScope()  # around the runner's wait; cancelled to abandon
+        self.up_or_done = trio.Event()  # the child called started(), or ended first
+        self.done = trio.Event()  # the child's code has ended
+        self.error: BaseException | None = None  # what it raised, if anything
         self.value: object = None  # what the child passed to task_status.started()
         self.started = False
         self.stopping = False  # the supervisor stopped it: its end is not news
+        self.abandoned = False
 
 
 class _StatusProxy:
-    """Forwards ``started()`` to trio while remembering that it happened.
+    """The ``task_status`` a child gets: records ``started()`` for the runner."""
 
-    Lets the runner tell a failure to start (raised to ``nursery.start``) from a
-    crash after starting (reported to the supervisor).
-    """
-
-    def __init__(self, status: trio.TaskStatus[object], incarnation: _Incarnation) -> None:
-        self._status = status
+    def __init__(self, incarnation: _Incarnation) -> None:
         self._incarnation = incarnation
 
     def started(self, value: object = None) -> None:
         inc = self._incarnation
+        if inc.started:
+            raise RuntimeError("called 'started' twice on the same task status")
         inc.value = value
         inc.started = True
-        # From now on only the supervisor stops the child: a cancellation from
-        # outside must not kill children in random order before the ordered shutdown.
-        inc.scope.shield = True
-        self._status.started(value)
+        inc.up_or_done.set()
 
 
 class ChildHandle(metaclass=NoPublicConstructor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextvars
 import math
 import random
 from collections.abc import AsyncIterator, Callable
@@ -302,33 +303,63 @@ class Supervisor(metaclass=NoPublicConstructor):
         *,
         task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run one incarnation; report its end to the manager unless we stopped it."""
-        spec = child.spec
-        outcome: BaseException | None = None
+        """Mirror one incarnation inside the nursery; report its end unless we stopped it.
+
+        The child's code runs in a system task (``_host``): a task in this nursery
+        could never be abandoned, since a nursery always waits for its tasks. Being
+        outside the nursery also means only the supervisor stops a started child,
+        so an outer cancellation still goes through the ordered shutdown.
+        """
+        trio.lowlevel.spawn_system_task(
+            self._host,
+            child.spec,
+            inc,
+            name=f"{self.name}/{child.id}",
+            context=contextvars.copy_context(),
+        )
+        try:
+            await inc.up_or_done.wait()
+        except BaseException:
+            # Whoever awaited start_child() gave up before the child started.
+            inc.stopping = True
+            inc.scope.cancel()
+            with trio.CancelScope(shield=True), trio.move_on_after(child.spec.shutdown_s):
+                await inc.done.wait()
+            raise
+        if not inc.started:
+            if inc.error is not None:
+                raise inc.error  # reaches nursery.start(): a failure to start
+            raise RuntimeError(f"child {child.id!r} returned without calling task_status.started()")
+        task_status.started(inc.value)
+        with inc.runner_scope:
+            await inc.done.wait()
+        if inc.stopping or not inc.done.is_set():
+            return
+        error = inc.error
+        if error is not None and not isinstance(error, Exception):
+            if isinstance(error, trio.Cancelled):
+                return  # trio.run is ending: not a crash, and nobody left to tell
+            raise error  # KeyboardInterrupt, SystemExit: never a crash to restart
+        self._notes_tx.send_nowait(_Note(child, inc, error, crashed=error is not None))
+
+    @trio.lowlevel.disable_ki_protection
+    async def _host(self, spec: ChildSpec, inc: _Incarnation) -> None:
+        """Run the child's code. A system task must not raise: errors go to ``inc``."""
         try:
             with inc.scope:
-                try:
-                    await spec.start(
-                        *spec.args, task_status=_StatusProxy(task_status, inc), **spec.kwargs
-                    )
-                # Only Exceptions are crashes: Cancelled, KeyboardInterrupt and
-                # SystemExit are BaseExceptions and propagate untouched.
-                except Exception as exc:
-                    if not inc.started:
-                        raise  # reaches nursery.start(): a failure to start
-                    outcome = exc
-                else:
-                    if not inc.started:
-                        raise RuntimeError(
-                            f"child {spec.id!r} returned without calling task_status.started()"
-                        )
+                await spec.start(*spec.args, task_status=_StatusProxy(inc), **spec.kwargs)
+        except BaseException as exc:
+            inc.error = exc
         finally:
             inc.done.set()
-        if not inc.stopping:
-            self._notes_tx.send_nowait(_Note(child, inc, outcome, crashed=outcome is not None))
-        elif outcome is not None:
+            inc.up_or_done.set()
+        if (
+            inc.error is not None
+            and isinstance(inc.error, Exception)
+            and (inc.stopping or inc.abandoned)
+        ):
             # Stopped on purpose, so not restarted; still worth seeing.
-            logger.opt(exception=outcome).warning(
+            logger.opt(exception=inc.error).warning(
                 "supervisor {!r}: child {!r} failed while stopping", self.name, spec.id
             )
 
@@ -352,7 +383,9 @@ class Supervisor(metaclass=NoPublicConstructor):
             if kind is not None:
                 self._emit(child.id, kind, reason)
             return
+        inc.abandoned = True
         inc.scope.cancel()  # an actor's trio side exits now; its thread is left behind
+        inc.runner_scope.cancel()
         self._emit(child.id, EventKind.ABANDONED, f"did not stop within {grace}s")
 
     async def _stop_all(self, reason: str) -> None:
