@@ -112,6 +112,7 @@ class MaintenancePolicy:
         row_check_interval_s: how often hot-row counts are compared with ``flush_row_limit``
             (the engine has no "buffer full" signal to wait for).
         eviction_batch_size: ``batch_size`` of the StreamEviction jobs.
+        discovery_interval_s: how often the table list is re-read to find new tables.
     """
 
     default: TablePolicy = TablePolicy(eviction_interval_s=60.0)
@@ -121,6 +122,7 @@ class MaintenancePolicy:
     history_batch_size: int = 1000
     row_check_interval_s: float = 1.0
     eviction_batch_size: int = 10_000
+    discovery_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.history_retention_days is not None and (
@@ -134,6 +136,7 @@ class MaintenancePolicy:
         _positive(self.history_batch_size, "history_batch_size", whole=True)
         _positive(self.row_check_interval_s, "row_check_interval_s")
         _positive(self.eviction_batch_size, "eviction_batch_size", whole=True)
+        _positive(self.discovery_interval_s, "discovery_interval_s")
         for table_id, options in self.tables.items():
             if not isinstance(options, Mapping):
                 raise InvalidParams(f"policy of {table_id} must be an object", field="tables")
@@ -253,7 +256,13 @@ class FlushSchedule(_TableSchedule):
     """Flush a table when its hot rows reach ``flush_row_limit``, or each
     ``flush_interval_s`` slot when it has hot rows. Both rules share the key
     ``FL:<ns>:<table>``: while a flush of the table is active, a due slot is recorded and
-    skipped."""
+    skipped.
+
+    The interval rule fires at the first check in a slot that finds hot rows: at the slot's
+    start, or — for a table seen for the first time, or rows written mid-slot after an empty
+    start — at the next row check or table discovery within the slot. A restart within a slot
+    that already fired does not fire it again.
+    """
 
     def next_wake_us(self, now_us: int) -> int | None:
         wakes = []
@@ -262,8 +271,7 @@ class FlushSchedule(_TableSchedule):
                 wakes.append(_next_boundary(now_us, tp.flush_interval_s))
             if tp.flush_row_limit is not None:
                 wakes.append(_next_boundary(now_us, self.policy.row_check_interval_s))
-        # A table created later is found at the next row check.
-        wakes.append(_next_boundary(now_us, max(self.policy.row_check_interval_s, 1.0)))
+        wakes.append(_next_boundary(now_us, self.policy.discovery_interval_s))
         return min(wakes)
 
     def plan(self, now_us: int, last_slot: LastSlot) -> list[ScheduledJob]:
@@ -310,7 +318,7 @@ class EvictionSchedule(_TableSchedule):
             if info.table_type.value == "Stream" and info.ttl_seconds
             and tp.eviction_interval_s is not None
         ]
-        wakes.append(_next_boundary(now_us, max(self.policy.row_check_interval_s, 1.0)))
+        wakes.append(_next_boundary(now_us, self.policy.discovery_interval_s))
         return min(wakes)
 
     def plan(self, now_us: int, last_slot: LastSlot) -> list[ScheduledJob]:
