@@ -175,11 +175,12 @@ class _Shared:
     """What every Engine on one path in this process shares: LMDB allows one Environment per
     path per process, and table locks only work if everyone takes the same ones."""
 
-    def __init__(self, root: Path, map_size: int) -> None:
+    def __init__(self, root: Path, map_size: int, durable: bool) -> None:
         self.root = root
+        self.durable = durable
         self.env = lmdb.open(
             str(root / "engine.lmdb"), subdir=True, map_size=map_size, max_dbs=len(_DBS) + 2,
-            max_readers=512,
+            max_readers=512, sync=durable, metasync=durable,
         )
         self.dbs = {name: self.env.open_db(name.encode()) for name in _DBS}
         self.refs = 0
@@ -338,6 +339,7 @@ class Engine:
         backup_roots: Iterable[str | os.PathLike[str]] | None = None,
         clock: Callable[[], float] = time.time,
         map_size: int = _DEFAULT_MAP_SIZE,
+        durable: bool = True,
     ) -> Engine:
         """Open (creating if needed) the engine whose data lives in the folder ``path``.
 
@@ -349,13 +351,15 @@ class Engine:
                 ``<path>/backups``.
             clock: seconds since the epoch; tests inject one to control row ages.
             map_size: initial LMDB map size in bytes (sparse; grown when full).
+            durable: fsync every commit and segment file before relying on it. Only tests and
+                throwaway data should turn it off. The first open of a path decides.
         """
         root = Path(path).resolve()
         (root / "segments").mkdir(parents=True, exist_ok=True)
         with _REGISTRY_LOCK:
             shared = _REGISTRY.get(root)
             if shared is None:
-                shared = _REGISTRY[root] = _Shared(root, map_size)
+                shared = _REGISTRY[root] = _Shared(root, map_size, durable)
                 _remove_dead_scratch(root / "tmp")
             shared.refs += 1
         roots = (
@@ -824,7 +828,7 @@ class Engine:
     ) -> tuple[SegmentInfo, Path]:
         segment_id = _new_segment_id()
         path, relpath = self._segment_path(ns, table, user, segment_id)
-        size = write_segment(path, data)
+        size = write_segment(path, data, durable=self._shared.durable)
         return self._segment_info(segment_id, user, relpath, size, data), path
 
     @staticmethod
@@ -1273,7 +1277,8 @@ class Engine:
         files: list[SnapshotFile] = []
         for user, group in sorted(by_user.items()):
             target = into / "data" / f"{len(files) + 1:06d}.parquet"
-            write_segment(target, build_segment(
+            # Scratch for an archive that gets its own fsync: no need to sync it twice.
+            write_segment(target, durable=False, table=build_segment(
                 [r.user for r in group], [r.pk for r in group], [r.seq for r in group],
                 [r.deleted for r in group], [r.ts for r in group],
                 [r.data.decode() for r in group]))
@@ -1309,7 +1314,8 @@ class Engine:
                     path, relpath = self._segment_path(namespace, table, f.user_id, segment_id)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(f.path, path)
-                    fsync_dir(path.parent)
+                    if self._shared.durable:
+                        fsync_dir(path.parent)
                     moved.append((self._segment_info(segment_id, f.user_id, relpath,
                                                      path.stat().st_size, data), path))
                 self.faults.fire("after_segment_write")

@@ -77,22 +77,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_segment(path: Path, table: pa.Table) -> int:
-    """Write ``table`` to ``path`` durably and atomically: a temporary file in the same folder,
-    fsync, rename, fsync of the folder. Returns the file size."""
+def write_segment(path: Path, table: pa.Table, *, durable: bool = True) -> int:
+    """Write ``table`` to ``path`` atomically: a temporary file in the same folder, fsync,
+    rename, fsync of the folder (the fsyncs only when ``durable``). Returns the file size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
     try:
         with open(tmp, "wb") as f:
             pq.write_table(table, f, compression="zstd")
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except Exception:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return path.stat().st_size
 
 

@@ -18,7 +18,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def engine(tmp_path: Path, clock: FakeClock) -> Iterator[Engine]:
-    eng = Engine.open(tmp_path / "engine", clock=clock)
+    eng = Engine.open(tmp_path / "engine", clock=clock, durable=False)  # crashes are simulated
     try:
         yield eng
     finally:

@@ -82,8 +82,8 @@ def test_a_rerun_after_a_crash_ends_where_one_clean_run_does(
     tmp_path: Any, case: str, point: str
 ) -> None:
     clean_clock, crash_clock = FakeClock(), FakeClock()
-    with Engine.open(tmp_path / "clean", clock=clean_clock) as clean, \
-            Engine.open(tmp_path / "crash", clock=crash_clock) as crashy:
+    with Engine.open(tmp_path / "clean", clock=clean_clock, durable=False) as clean, \
+            Engine.open(tmp_path / "crash", clock=crash_clock, durable=False) as crashy:
         prepare(clean, clean_clock)
         prepare(crashy, crash_clock)
         executor, params = CASES[case](clean)

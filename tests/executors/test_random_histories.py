@@ -63,7 +63,8 @@ def apply(engine: Engine, clock: FakeClock, model: dict[int, dict[str, Any]],
 @given(ops=OPS)
 def test_scan_always_matches_a_plain_dict(ops: list[tuple[Any, ...]]) -> None:
     clock = FakeClock()
-    with tempfile.TemporaryDirectory() as folder, Engine.open(folder, clock=clock) as engine:
+    with tempfile.TemporaryDirectory() as folder, \
+            Engine.open(folder, clock=clock, durable=False) as engine:
         engine.create_table(NS, "t", TableType.SHARED)
         model: dict[int, dict[str, Any]] = {}
         for op in ops:
@@ -93,7 +94,8 @@ def test_eviction_removes_exactly_the_rows_written_longer_than_ttl_ago(
 ) -> None:
     ttl = 60
     clock = FakeClock()
-    with tempfile.TemporaryDirectory() as folder, Engine.open(folder, clock=clock) as engine:
+    with tempfile.TemporaryDirectory() as folder, \
+            Engine.open(folder, clock=clock, durable=False) as engine:
         engine.create_table(NS, "s", TableType.STREAM, ttl_seconds=ttl)
         model: dict[int, tuple[dict[str, Any], float]] = {}  # row, time of its last write
         for op in ops:
