@@ -67,6 +67,10 @@ class _Plan:
 class Supervisor(metaclass=NoPublicConstructor):
     """Keeps children (trio tasks or pykka actors) running; open with ``Supervisor.open``.
 
+    Each child's code runs in a trio system task mirrored by a runner task in the
+    supervisor's nursery, so that a child ignoring cancellation past its
+    ``shutdown_s`` can really be abandoned (a nursery always waits for its tasks).
+
     All changes to the set of children happen under one lock: the user's
     ``start_child``/``terminate_child`` and the internal manager task that reacts
     to children going down. That keeps "stop these, start those" sequences
@@ -132,7 +136,11 @@ class Supervisor(metaclass=NoPublicConstructor):
             The running supervisor.
 
         Raises:
-            EscalationError: When the restart intensity was exceeded.
+            EscalationError: When the restart intensity was exceeded: the
+                supervisor emits ESCALATED, stops every child in reverse start
+                order, then raises (never wrapped in an ExceptionGroup).
+            BaseException: An exception raised by the block's body, unwrapped
+                when it is the only error.
         """
         sup = cls._create(
             strategy=strategy,
