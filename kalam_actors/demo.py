@@ -90,6 +90,10 @@ class Demo:
         self.clock = DemoClock()
         self.engine = Engine.open(self.data.engine, clock=self.clock)
         self.ns = _fresh_namespace(self.engine)
+        # Users are engine-wide: a second demo in the same directory gets its own.
+        suffix = self.ns[len("demo"):]
+        self.users = [(f"{user_id}{suffix}", name) for user_id, name in USERS]
+        self.deleted_user = f"{DELETED_USER}{suffix}"
         self.expect: dict[str, Expectation] = {}
         self.order: list[str] = []
         self.board = JobBoard(table_limit=30, title="system.jobs (live)")
@@ -107,16 +111,16 @@ class Demo:
 
     def populate(self) -> None:
         e, ns, n = self.engine, self.ns, self.rows
-        for user_id, name in USERS:
+        for user_id, name in self.users:
             e.create_user(user_id, name)
         e.create_table(ns, "notes", "User")
         e.create_table(ns, "orders", "Shared")
         e.create_table(ns, "events", "Stream", ttl_seconds=STREAM_TTL_S)
         e.create_table(ns, "scratch", "Shared")
-        e.grant(DELETED_USER, ns, "notes", "write")
-        e.create_token(DELETED_USER)
-        per_user = (n * 2 // 5) // len(USERS)
-        for user_id, _ in USERS:
+        e.grant(self.deleted_user, ns, "notes", "write")
+        e.create_token(self.deleted_user)
+        per_user = (n * 2 // 5) // len(self.users)
+        for user_id, _ in self.users:
             e.insert_many(ns, "notes", ({"id": i, "owner": user_id, "text": f"note {i}"}
                                         for i in range(per_user)), user_id=user_id)
         half_orders = n // 5
@@ -127,8 +131,8 @@ class Demo:
         e.insert_many(ns, "scratch", ({"id": i} for i in range(100)))
         self.facts["notes_per_user"] = per_user
         self.facts["orders_first"] = half_orders
-        self.say(f"[bold]sample data[/] in namespace [cyan]{ns}[/]: {len(USERS)} users; "
-                 f"User table notes ({per_user * len(USERS)} rows), Shared table orders "
+        self.say(f"[bold]sample data[/] in namespace [cyan]{ns}[/]: {len(self.users)} users; "
+                 f"User table notes ({per_user * len(self.users)} rows), Shared table orders "
                  f"({half_orders} rows), Stream table events ({n // 5} rows, ttl "
                  f"{STREAM_TTL_S}s), Shared table scratch (100 rows)")
 
@@ -145,18 +149,18 @@ class Demo:
         for i in deleted_orders:
             e.delete(ns, "orders", i)
         deleted_notes = 0
-        for user_id, _ in USERS:
-            if user_id == DELETED_USER:
+        for user_id, _ in self.users:
+            if user_id == self.deleted_user:
                 continue
             for i in range(0, self.facts["notes_per_user"], 50):
                 e.delete(ns, "notes", i, user_id=user_id)
                 deleted_notes += 1
-        e.delete_user(DELETED_USER)
+        e.delete_user(self.deleted_user)
         self.facts["deleted_orders"] = len(deleted_orders)
         self.facts["deleted_notes"] = deleted_notes
         self.say(f"[bold]more writes[/]: {first} more orders, {len(updated)} "
                  f"updates, {len(deleted_orders)} orders and {deleted_notes} notes "
-                 f"soft-deleted, user {DELETED_USER} soft-deleted")
+                 f"soft-deleted, user {self.deleted_user} soft-deleted")
         self.clock.advance(CLOCK_JUMP_S)
         self.say(f"[bold]engine clock moved {CLOCK_JUMP_S // 3600} h ahead[/] (staged): soft "
                  f"deletes pass their {RETENTION_HOURS} h retention, stream rows their "
@@ -231,7 +235,7 @@ class Demo:
                                        "ttl_seconds": STREAM_TTL_S, "batch_size": 250},
              Expectation(JobStatus.COMPLETED, lambda: self._empty("events"),
                          "every expired event gone")),
-            (JobType.USER_CLEANUP, {"user_id": DELETED_USER, "username": "Dave",
+            (JobType.USER_CLEANUP, {"user_id": self.deleted_user, "username": "Dave",
                                     "cascade": True}, Expectation(
                 JobStatus.COMPLETED, self._user_gone, "user, rows, ACLs, tokens gone")),
         ])
@@ -270,8 +274,8 @@ class Demo:
         after = self.engine.scan(self.ns, table)
         if table == "notes":
             # UserCleanup may have removed dave's rows meanwhile: compare everyone else's.
-            before = [r for r in before if r.get("owner") != DELETED_USER]
-            after = [r for r in after if r.get("owner") != DELETED_USER]
+            before = [r for r in before if r.get("owner") != self.deleted_user]
+            after = [r for r in after if r.get("owner") != self.deleted_user]
         return None if before == after else "scan changed"
 
     def _purged(self, table: str, deleted: int) -> str | None:
@@ -284,11 +288,12 @@ class Demo:
 
     def _user_gone(self) -> str | None:
         e = self.engine
-        if e.get_user(DELETED_USER) is not None:
+        gone = self.deleted_user
+        if e.get_user(gone) is not None:
             return "user record remains"
-        if e.scan(self.ns, "notes", user_id=DELETED_USER):
+        if e.scan(self.ns, "notes", user_id=gone):
             return "the user's notes remain"
-        if e.acl_entries(DELETED_USER) or e.tokens(DELETED_USER):
+        if e.acl_entries(gone) or e.tokens(gone):
             return "ACL entries or tokens remain"
         return None
 

@@ -1,0 +1,40 @@
+"""Acceptance: the README's first command, ``kalam-actors demo``, as a user runs it — the
+installed console script, a fresh temporary data directory, output to a pipe."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EIGHT = ("Flush", "Compact", "Retention", "StreamEviction", "UserCleanup", "Backup", "Restore",
+         "Cleanup")
+
+
+def console_script() -> list[str]:
+    found = shutil.which("kalam-actors", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.skip("the kalam-actors console script is not installed next to this Python")
+    return [found]
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(console_script, id="kalam-actors"),
+    pytest.param(lambda: [sys.executable, "-m", "kalam_actors"], id="python -m kalam_actors"),
+])
+def test_readme_first_command_completes_the_demo(command: object, tmp_path: Path) -> None:
+    argv = [*command(), "demo"]  # type: ignore[operator]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for job_type in EIGHT:
+        assert re.search(rf"^✓ [A-Z]{{2}}-\w{{26}} {job_type} +Completed", out, re.M), job_type
+    assert re.search(r"^✓ JC-\w{26} JobCleanup +Skipped .*: no terminal jobs finished more "
+                     r"than 7 days ago", out, re.M)
+    assert "demo OK" in out
+    temp = re.search(r"data directory (\S+)", out)
+    assert temp is not None and not Path(temp[1]).exists(), "the temporary folder is removed"
