@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from ..context import JobContext
@@ -39,7 +39,6 @@ __all__ = [
     "whole",
 ]
 
-T = TypeVar("T")
 _TABLE_ID_RE: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,63}):([A-Za-z_][A-Za-z0-9_]{0,63})")
 _SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 

@@ -247,8 +247,10 @@ class RestoreExecutor(JobExecutor):
     @staticmethod
     def _table_of(manifest: dict[str, Any]) -> TableInfo:
         t = manifest["table"]
+        options = t.get("options")
         return TableInfo(t["namespace"], t["name"], TableType.parse(t["table_type"]),
-                         t["primary_key"], t.get("ttl_seconds"))
+                         t["primary_key"], t.get("ttl_seconds"),
+                         options=options if isinstance(options, dict) else None)
 
 
 @contextlib.contextmanager

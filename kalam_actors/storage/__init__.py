@@ -19,6 +19,7 @@ from .errors import UserStillOwnsData as UserStillOwnsData
 from .errors import WrongTableType as WrongTableType
 from .interface import CleanupResult as CleanupResult
 from .interface import FlushResult as FlushResult
+from .interface import HotSummary as HotSummary
 from .interface import ImportFile as ImportFile
 from .interface import ImportResult as ImportResult
 from .interface import MergeResult as MergeResult
@@ -42,6 +43,7 @@ __all__ = [
     "Engine",
     "FaultHooks",
     "FlushResult",
+    "HotSummary",
     "ImportFile",
     "ImportResult",
     "InvalidName",

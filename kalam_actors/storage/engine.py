@@ -58,6 +58,7 @@ from .errors import (
 from .interface import (
     CleanupResult,
     FlushResult,
+    HotSummary,
     ImportFile,
     ImportResult,
     Key,
@@ -264,6 +265,7 @@ def _info_from(raw: bytes) -> TableInfo:
         namespace=d["namespace"], name=d["name"], table_type=TableType(d["table_type"]),
         primary_key=d["primary_key"], ttl_seconds=d.get("ttl_seconds"),
         created_us=d.get("created_us", 0), restored_from=d.get("restored_from"),
+        options=d.get("options"),
     )
 
 
@@ -273,6 +275,7 @@ def _info_to(info: TableInfo) -> bytes:
         "primary_key": info.primary_key, "ttl_seconds": info.ttl_seconds,
         "created_us": info.created_us,
         "restored_from": dict(info.restored_from) if info.restored_from else None,
+        "options": dict(info.options) if info.options else None,
     })
 
 
@@ -432,8 +435,13 @@ class Engine:
         *,
         primary_key: str = "id",
         ttl_seconds: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> TableInfo:
         """Create a table.
+
+        Args:
+            options: a JSON object kept with the table for others to read (e.g. maintenance
+                policy overrides); the engine does not interpret it.
 
         Raises:
             InvalidName: a bad name, primary key or ttl.
@@ -448,7 +456,14 @@ class Engine:
         ):
             raise InvalidName(f"ttl_seconds must be a whole number > 0, not {ttl_seconds!r}",
                               field="ttl_seconds")
-        info = TableInfo(namespace, table, kind, primary_key, ttl_seconds, self.now_us())
+        if options is not None:
+            try:
+                options = orjson.loads(orjson.dumps(dict(options)))
+            except (TypeError, ValueError) as exc:
+                raise InvalidName(f"table options must be a JSON object: {exc}",
+                                  field="options") from exc
+        info = TableInfo(namespace, table, kind, primary_key, ttl_seconds, self.now_us(),
+                         options=options)
 
         def txn_fn(txn: lmdb.Transaction) -> None:
             if not txn.put(_table_key(namespace, table), _info_to(info), db=self._db["tables"],
@@ -712,6 +727,25 @@ class Engine:
             if old is None or row.seq > old[0]:
                 latest[key] = (row.seq, row.deleted, row.data)
         return latest
+
+    def hot_summary(self, namespace: str, table: str) -> HotSummary:
+        """How many versions are hot, and the oldest ``seq`` and write time among them, from
+        one read transaction that decodes only the fixed header of each value."""
+        info = self._require_table(namespace, table)
+        prefix = _table_prefix(info.namespace, info.name)
+
+        def txn_fn(txn: lmdb.Transaction) -> HotSummary:
+            rows = 0
+            min_seq: int | None = None
+            min_ts: int | None = None
+            for _, value in _iter_prefix(txn, self._db["hot"], prefix):
+                seq, _deleted, ts = _hot_header(value)
+                rows += 1
+                min_seq = seq if min_seq is None else min(min_seq, seq)
+                min_ts = ts if min_ts is None else min(min_ts, ts)
+            return HotSummary(rows, min_seq, min_ts)
+
+        return self._read(txn_fn)
 
     def table_stats(self, namespace: str, table: str) -> TableStats:
         """How many versions are hot and cold, and how many segment files and bytes."""
@@ -1300,7 +1334,7 @@ class Engine:
         check_name(namespace, "namespace")
         check_name(table, "table name")
         info = TableInfo(namespace, table, like.table_type, like.primary_key, like.ttl_seconds,
-                         self.now_us(), restored_from)
+                         self.now_us(), restored_from, like.options)
         for f in files:
             self._check_import_file(info, f)
         with self._table_lock(namespace, table):

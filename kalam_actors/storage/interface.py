@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 __all__ = [
     "CleanupResult",
     "FlushResult",
+    "HotSummary",
     "ImportFile",
     "ImportResult",
     "Key",
@@ -79,6 +80,8 @@ class TableInfo:
         ttl_seconds: for STREAM tables, how long a row lives after its last write.
         created_us: when it was created.
         restored_from: for a table made by a restore, where from (archive checksum, job id).
+        options: free-form per-table settings the engine stores for others (e.g. maintenance
+            policy overrides); a JSON object.
     """
 
     namespace: str
@@ -88,6 +91,7 @@ class TableInfo:
     ttl_seconds: int | None = None
     created_us: int = 0
     restored_from: Mapping[str, Any] | None = None
+    options: Mapping[str, Any] | None = None
 
     @property
     def table_id(self) -> str:
@@ -123,6 +127,16 @@ class TableStats:
 
 
 _STATS_FIELDS: Final = frozenset({"hot_rows", "segments", "cold_rows", "bytes"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HotSummary:
+    """A table's hot rows at a glance: how many versions, the oldest ``seq`` and write time
+    (µs; None when there are none)."""
+
+    rows: int
+    min_seq: int | None
+    min_ts: int | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -132,7 +132,7 @@ def test_backup_writes_one_archive_with_a_checksummed_manifest(source: Engine) -
         manifest = orjson.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
     assert names[0] == "manifest.json"
     assert manifest["table"] == {"namespace": NS, "name": "users", "table_type": "User",
-                                 "primary_key": "id", "ttl_seconds": None}
+                                 "primary_key": "id", "ttl_seconds": None, "options": None}
     assert manifest["rows"] == {"visible": 6, "hot": 3, "cold": 6}
     assert sorted(f["name"] for f in manifest["files"]) == sorted(names[1:])
     assert all(len(f["sha256"]) == 64 for f in manifest["files"])

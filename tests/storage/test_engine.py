@@ -388,3 +388,18 @@ def test_scans_racing_compactions_always_see_the_same_rows(shared: Engine) -> No
         thread.join(timeout=30)
     assert seen and all(seen)
     assert len(shared.segments(NS, "items")) == 1
+
+
+def test_hot_summary_and_table_options(engine: Engine, clock: object) -> None:
+    info = engine.create_table(NS, "t", TableType.STREAM, ttl_seconds=5,
+                               options={"flush_row_limit": 100})
+    assert engine.table_info(NS, "t") == info
+    assert info.options == {"flush_row_limit": 100}
+    empty = engine.hot_summary(NS, "t")
+    assert (empty.rows, empty.min_seq, empty.min_ts) == (0, None, None)
+    engine.insert_many(NS, "t", [{"id": 1}, {"id": 2}])
+    first = min(v.seq for v in engine.versions(NS, "t"))
+    summary = engine.hot_summary(NS, "t")
+    assert (summary.rows, summary.min_seq, summary.min_ts) == (2, first, engine.now_us())
+    with pytest.raises(InvalidName, match="options"):
+        engine.create_table(NS, "u", TableType.SHARED, options={"x": object()})
