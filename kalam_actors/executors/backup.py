@@ -5,8 +5,9 @@ Archive layout (a tar stream, zstd-compressed unless ``compression`` is ``none``
     manifest.json            format, table schema, row counts, SHA-256 and size of every file
     data/000001.parquet      data files in the segment format (hot rows first, then segments)
 
-The archive is written as ``<backup_location>/<ns>/<table>/.<time>.partial`` and renamed to
-``<time>.tar.zst`` (or ``.tar``) only when complete.
+The archive is written as ``<backup_location>/<ns>/<table>/.<time>.tar.zst.<pid>.partial`` and
+renamed to ``<time>.tar.zst`` (or ``.tar``) only when complete; a later backup removes partial
+files whose process is gone.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class BackupExecutor(JobExecutor):
     taken from the first root), ``compression`` (``zstd``, the default, or ``none``).
 
     Cancellable between files; a partial archive is removed. A re-run after a crash is safe
-    (it writes a new archive; a crashed attempt leaves at most a ``.partial`` file).
+    (it writes a new archive and removes the crashed attempt's ``.partial`` file).
     """
 
     job_type: ClassVar[JobType] = JobType.BACKUP
@@ -163,7 +164,9 @@ class BackupExecutor(JobExecutor):
         while final.exists():
             n += 1
             final = folder / f"{stamp}-{n}{suffix}"
-        partial = folder / f".{final.name}.partial"
+        # The pid tells a later backup whether a leftover partial file's writer is still alive.
+        partial = folder / f".{final.name}.{os.getpid()}.partial"
+        _remove_dead_partials(ctx, folder)
         try:
             with open(partial, "wb") as raw:
                 with _compressed(raw, compression) as out:
@@ -194,6 +197,29 @@ class BackupExecutor(JobExecutor):
                 info.size, info.mode, info.mtime = entry["bytes"], 0o644, mtime
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
+
+
+def _remove_dead_partials(ctx: JobContext, folder: Path) -> None:
+    """Delete partial archives left by backups whose process died (a crash mid-write)."""
+    for leftover in folder.glob(".*.partial"):
+        pid = leftover.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+            ctx.log_info(f"removed {leftover.name}, left by a backup that crashed")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -350,3 +350,12 @@ def test_well_checksummed_but_malformed_rows_are_refused(source: Engine) -> None
     assert decision.outcome is Outcome.FAILED
     assert "invalid JSON" in (decision.message or "")
     assert source.table_info(NS, "copy") is None
+
+
+def test_a_crashed_backups_partial_file_is_removed_by_the_next(source: Engine) -> None:
+    folder = source.path / "backups" / NS / "users"
+    folder.mkdir(parents=True)
+    dead = folder / ".20200101T000000000000Z.tar.zst.999999999.partial"
+    dead.write_bytes(b"half an archive")
+    archive = backup(source)
+    assert sorted(p.name for p in folder.iterdir()) == [archive.name]
