@@ -44,7 +44,6 @@ from .live import (
     jobs_table,
     json_line,
     make_console,
-    row_to_json,
 )
 from .model import JobFilter, JobRow, JobStatus
 
@@ -556,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=fmt,
     )
-    data = argparse.ArgumentParser(add_help=False)
+    data = _Parser(add_help=False)
     data.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS,
                       help=f"the data directory (default: ${DATA_ENV})")
     parser.add_argument("--data", metavar="DIR", default=None,
@@ -639,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=_Parser)
     jobs_sub.required = True
 
-    filters = argparse.ArgumentParser(add_help=False)
+    filters = _Parser(add_help=False)
     filters.add_argument("--status", action="append", metavar="S",
                          help="only these statuses (repeat or comma-separate)")
     filters.add_argument("--type", action="append", metavar="T",

@@ -387,7 +387,7 @@ def run_demo(data: str | None, *, console: Console, live: bool | None = None,
         keep: keep the temporary data directory.
     """
     temporary = data is None
-    root = Path(tempfile.mkdtemp(prefix="kalam-demo-")) if temporary else Path(data)
+    root = Path(tempfile.mkdtemp(prefix="kalam-demo-")) if data is None else Path(data)
     root.mkdir(parents=True, exist_ok=True)
     live_mode = console.is_terminal if live is None else live
     sink = logger.add(str(root / "demo.log"), level="DEBUG", enqueue=False)

@@ -50,7 +50,8 @@ def _ids_after(stxn: StoreTxn, code: str, after: str | None, limit: int) -> list
     out: list[str] = []
     if not cur.set_range(start):
         return out
-    for key in cur.iternext(keys=True, values=False):
+    for raw in cur.iternext(keys=True, values=False):
+        key = bytes(raw)
         if not key.startswith(prefix) or len(out) >= limit:
             break
         job_id = key[1:].decode()

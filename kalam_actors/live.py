@@ -160,9 +160,9 @@ def job_detail_table(row: JobRow) -> Table:
     table.add_column("value", overflow="fold")
     for column, value in zip(SYSTEM_JOBS_COLUMNS, row, strict=True):
         if column == "status":
-            cell: RenderableType = status_text(value)
+            cell: RenderableType = status_text(row.status)
         elif column == "progress":
-            cell = progress_text(value)
+            cell = progress_text(row.progress)
         elif isinstance(value, datetime):
             cell = _time(value)
         else:

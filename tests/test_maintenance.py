@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -131,7 +131,7 @@ def test_policy_merges_defaults_overrides_and_engine_options(tmp_path: Path) -> 
 
     class Info:
         table_id = "app:t"
-        options = {"eviction_interval_s": 7}
+        options: ClassVar = {"eviction_interval_s": 7}
 
     assert policy.for_table(Info()) == TablePolicy(5, 30.0, 7)
     with pytest.raises(InvalidParams, match="flush_row_limit"):

@@ -5,7 +5,6 @@ subprocesses."""
 from __future__ import annotations
 
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Any
