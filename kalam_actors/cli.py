@@ -586,7 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "On SIGINT/SIGTERM it stops taking work, lets running jobs finish for up to "
                     "--shutdown-timeout seconds, cancels the cancellable rest and exits; what "
                     "is left is recovered on the next start. Prints a 'ready' line once "
-                    "serving.\n\nPer-table schedules come from DIR/maintenance.json, e.g.\n"
+                    "serving.\n\nPer-table schedules come from the table's options on the engine "
+                    "(Engine.create_table(..., options={\"flush_row_limit\": 10000})), else "
+                    "from DIR/maintenance.json, e.g.\n"
                     '  {"history_retention_days": 7, "tables": {"app:events": '
                     '{"flush_row_limit": 10000, "flush_interval_s": 60, '
                     '"eviction_interval_s": 30}}}\n'

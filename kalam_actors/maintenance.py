@@ -21,10 +21,10 @@ All time comes from the ``now_us`` the runtime passes (it follows trio's clock, 
 ``autojump_clock`` drive it virtually); only "has this row expired?" is asked of the engine's
 own clock, as the eviction executor does.
 
-Policies. The reference engine keeps no per-table maintenance options yet (a patch adding
-``TableInfo.options`` is proposed), so they live in a :class:`MaintenancePolicy`: defaults
-for every table plus per-table overrides. A table whose ``TableInfo`` has an ``options``
-mapping with these keys uses them first.
+Policies. Per table, on the engine: ``Engine.create_table(..., options={"flush_row_limit":
+10000, "flush_interval_s": 60, "eviction_interval_s": 30})`` (``TableInfo.options``). A
+:class:`MaintenancePolicy` gives the defaults for every table, per-table overrides for
+engines without options, and the job-history settings; a table's own options win.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
+
+from loguru import logger
 
 from .errors import InvalidParams
 from .ids import JobType
@@ -211,25 +213,10 @@ class HotSummary:
 
 
 def hot_summary(engine: Any, namespace: str, table: str) -> HotSummary:
-    """Read a table's hot buffer summary: one LMDB read transaction over its hot keys.
-
-    Uses ``engine.hot_summary`` when the engine has it (proposed in /tmp/patches/cli-2.diff);
-    until then it reads the reference engine's hot index directly, which costs one pass over
-    the table's hot rows (bounded by the flush row limit when one is set).
-    """
-    native = getattr(engine, "hot_summary", None)
-    if native is not None:
-        result = native(namespace, table)
-        return HotSummary(result.rows, result.min_seq, result.min_ts)
-
-    def read(txn: Any) -> HotSummary:
-        rows = engine._hot_rows(txn, namespace, table)
-        if not rows:
-            return HotSummary(0, None, None)
-        return HotSummary(len(rows), min(r.seq for r in rows), min(r.ts for r in rows))
-
-    result2: HotSummary = engine._read(read)
-    return result2
+    """A table's hot buffer summary (``Engine.hot_summary``: one read transaction over the
+    table's hot keys, bounded by the flush row limit when one is set)."""
+    result = engine.hot_summary(namespace, table)
+    return HotSummary(result.rows, result.min_seq, result.min_ts)
 
 
 class _TableSchedule:
@@ -239,11 +226,20 @@ class _TableSchedule:
         self.engine = engine
         self.policy = policy
         self._tables: list[tuple[Any, TablePolicy]] | None = None
+        self._warned: set[str] = set()
 
     def _refresh(self) -> list[tuple[Any, TablePolicy]]:
-        self._tables = [(info, self.policy.for_table(info))
-                        for info in self.engine.list_tables()]
-        return self._tables
+        tables = []
+        for info in self.engine.list_tables():
+            try:
+                tables.append((info, self.policy.for_table(info)))
+            except InvalidParams as exc:
+                # One table's bad options must not stop the maintenance of the others.
+                if info.table_id not in self._warned:
+                    self._warned.add(info.table_id)
+                    logger.warning(f"maintenance of {info.table_id} is off: {exc}")
+        self._tables = tables
+        return tables
 
     def _known(self) -> list[tuple[Any, TablePolicy]]:
         return self._tables if self._tables is not None else self._refresh()

@@ -304,3 +304,20 @@ async def test_open_job_manager_with_every_schedule(
             await trio.sleep(125)
             assert manager.store.list_jobs() == []
 
+
+
+async def test_per_table_options_on_the_engine_win_and_bad_ones_are_skipped(
+    tmp_path: Path, engine: Any, wall: Wall, vclock: Any, log_lines: list[str],
+) -> None:
+    engine.create_table("app", "t", "Shared", options={"flush_row_limit": 20})
+    engine.create_table("app", "bad", "Shared", options={"flush_row_limit": "lots"})
+    engine.create_table("app", "none", "Shared")
+    for table in ("t", "bad", "none"):
+        engine.insert_many("app", table, [{"id": i} for i in range(25)])
+    policy = MaintenancePolicy(row_check_interval_s=1)
+    async with open_runtime(tmp_path, engine, [FlushSchedule(engine, policy)]) as manager:
+        start = trio.current_time()
+        await trio.sleep_until(start + 30)
+        flushes = jobs_of(manager.store, JobType.FLUSH)
+    assert [(j.params["table_name"], j.created_at) for j in flushes] == [("t", at(1))]
+    assert sum("maintenance of app:bad is off" in line for line in log_lines) == 1
