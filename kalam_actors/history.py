@@ -172,6 +172,7 @@ class JobCleanupExecutor(JobExecutor):
             before = self._clock() - int(days * _DAY_US)
         size = int(params.get("batch_size", DEFAULT_BATCH_SIZE))
         store = self._job_store()
+        # An upper bound (every terminal job); the last report says what it came to.
         total = sum(n for (s, _), n in store.counts().items() if s.is_terminal)
         ctx.report_progress(0, total, "pruning job history")
         deleted = prune_history(
@@ -181,6 +182,7 @@ class JobCleanupExecutor(JobExecutor):
             on_batch=lambda n: ctx.report_progress(n, total, f"{n} deleted"),
             cancelled=lambda: ctx.cancelled,
         )
+        ctx.report_progress(deleted, deleted, f"{deleted} deleted")
         if ctx.cancelled:
             return JobDecision.completed(f"cancelled after deleting {deleted} job records")
         if deleted == 0:

@@ -130,7 +130,8 @@ def test_executor_reports_progress_and_counts(store: JobStore) -> None:
     decision = executor.execute(ctx, job)
     assert decision == JobDecision.completed(
         "deleted 5 terminal job records older than 7 days")
-    assert [p.done for p in recorder.progress] == [0, 2, 4, 5]
+    assert [p.done for p in recorder.progress] == [0, 2, 4, 5, 5]
+    assert recorder.progress[-1].total == 5
     assert recorder.progress[0].total == 5
     again = executor.execute(ctx, job)
     assert again.outcome.value == "skipped"
