@@ -225,18 +225,30 @@ def _types(values: Sequence[str] | None) -> list[JobType] | None:
     return [JobType.parse(part.strip()) for v in values for part in v.split(",") if part.strip()]
 
 
+def latest_rows(store: Any, *, limit: int | None, statuses: Sequence[JobStatus] | None = None,
+                types: Sequence[JobType] | None = None, prefix: str | None = None
+                ) -> list[JobRow]:
+    """The newest ``limit`` rows of ``system.jobs`` matching the filters, newest first.
+
+    Ids sort by type prefix first and by creation time within a type, so one range read
+    gives "latest" per type only: this reads each type's newest ``limit`` and merges them by
+    the time-ordered part of the id.
+    """
+    rows: list[JobRow] = []
+    for job_type in types or list(JobType):
+        rows.extend(store.system_jobs(JobFilter(
+            status=statuses, job_type=job_type, job_id_prefix=prefix, limit=limit,
+            newest_first=True)))
+    rows.sort(key=lambda r: r.job_id[3:], reverse=True)
+    return rows[:limit] if limit is not None else rows
+
+
 def _read_rows(store: Any, args: argparse.Namespace) -> list[JobRow]:
     limit = args.limit if args.limit and args.limit > 0 else None
-    job_filter = JobFilter(
-        status=_statuses(args.status),
-        job_type=_types(args.type),
-        job_id_prefix=args.prefix,
-        limit=limit,
-        newest_first=bool(args.newest_first or limit is not None),
-    )
-    rows = list(store.system_jobs(job_filter))
-    if limit is not None and not args.newest_first:
-        rows.reverse()  # the latest N, shown oldest first
+    rows = latest_rows(store, limit=limit, statuses=_statuses(args.status),
+                       types=_types(args.type), prefix=args.prefix)
+    if not args.newest_first:
+        rows.reverse()  # creation order
     return rows
 
 
@@ -288,10 +300,11 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
 
 def _watch_rows(store: Any, limit: int) -> list[JobRow]:
     """The latest ``limit`` jobs plus every active one, in creation order."""
-    latest = list(store.system_jobs(JobFilter(limit=limit, newest_first=True)))
+    latest = latest_rows(store, limit=limit)
     seen = {r.job_id for r in latest}
-    active = [r for r in store.system_jobs(JobFilter(
-        status=[s for s in JobStatus if s.is_active], limit=500)) if r.job_id not in seen]
+    active = [r for r in latest_rows(store, limit=500,
+                                     statuses=[s for s in JobStatus if s.is_active])
+              if r.job_id not in seen]
     return sorted(latest + active, key=lambda r: r.job_id[3:])
 
 

@@ -96,7 +96,7 @@ class Demo:
         self.deleted_user = f"{DELETED_USER}{suffix}"
         self.expect: dict[str, Expectation] = {}
         self.order: list[str] = []
-        self.board = JobBoard(table_limit=30, title="system.jobs (live)")
+        self.board = JobBoard(title="system.jobs (live)", show_table=False)
         self.reporter = PlainReporter(console)
         self.live: Live | None = None
         self.facts: dict[str, Any] = {}
@@ -184,8 +184,8 @@ class Demo:
         self.refresh(manager)
 
     def refresh(self, manager: Any) -> None:
-        rows = [JobRow.from_job(j) for j in manager.store.list_jobs(JobFilter())
-                if j.job_id in self.expect]
+        rows = sorted((JobRow.from_job(j) for j in manager.store.list_jobs(JobFilter())
+                       if j.job_id in self.expect), key=lambda r: (r.created_at, r.job_id[3:]))
         if self.live is not None:
             self.board.update(rows)
             self.live.refresh()

@@ -20,9 +20,8 @@ from rich.progress import (
     Progress,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from .model import SYSTEM_JOBS_COLUMNS, JobRow
@@ -204,18 +203,24 @@ class JobBoard:
     a table of the latest jobs. Feed it rows with :meth:`update`; render it with
     :meth:`renderable` (inside ``rich.live.Live``)."""
 
-    def __init__(self, *, table_limit: int = 20, title: str = "jobs") -> None:
+    def __init__(self, *, table_limit: int = 20, title: str = "jobs",
+                 show_table: bool = True) -> None:
+        def text(field: str, style: str, **column: Any) -> TextColumn:
+            return TextColumn(field, style=style, markup=False,
+                              table_column=Column(no_wrap=True, overflow="ellipsis", **column))
+
+        # Fixed widths for what must stay readable; the note takes what is left of the line.
         self.progress = Progress(
-            TextColumn("{task.fields[job_id]}", style="bold", markup=False),
-            TextColumn("{task.description}", style="cyan", markup=False),
-            BarColumn(bar_width=30),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TextColumn("{task.fields[retries]}", style="magenta", markup=False),
-            TextColumn("{task.fields[note]}", style="dim", markup=False),
-            TimeElapsedColumn(),
-            expand=False,
+            text("{task.fields[job_id]}", "bold", min_width=29),
+            text("{task.description}", "cyan", max_width=28),
+            BarColumn(bar_width=20, table_column=Column(no_wrap=True, min_width=20)),
+            MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=7)),
+            TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, min_width=9)),
+            text("{task.fields[retries]}", "magenta"),
+            text("{task.fields[note]}", "dim", ratio=1, min_width=0),
+            expand=True,
         )
+        self.show_table = show_table
         self._tracked: dict[str, _Tracked] = {}
         self._rows: list[JobRow] = []
         self.table_limit = table_limit
@@ -260,17 +265,29 @@ class JobBoard:
         tracked.status = row.status
 
     def renderable(self) -> RenderableType:
+        if not self.show_table:
+            return Group(self.progress, self._tally())
         recent = self._rows[-self.table_limit:]
         table = Table(title=self.title, title_justify="left", header_style="bold",
                       pad_edge=False)
         for column in ("job_id", "job_type", "status", "retry_count", "progress", "message"):
-            table.add_column(column, no_wrap=column != "message", overflow="ellipsis",
-                             max_width=60 if column == "message" else None)
+            table.add_column(column, no_wrap=True, overflow="ellipsis",
+                             max_width=60 if column in ("message", "progress") else None)
         for row in recent:
             table.add_row(row.job_id, row.job_type, status_text(row.status),
                           str(row.retry_count), progress_text(row.progress),
                           _short(row.message, 60))
         return Group(self.progress, table)
+
+    def _tally(self) -> Text:
+        counts: dict[str, int] = {}
+        for row in self._rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        tally = Text(f"{len(self._rows)} jobs: ")
+        for i, (status, n) in enumerate(sorted(counts.items())):
+            tally.append(f"{', ' if i else ''}{n} ")
+            tally.append(status, style=STATUS_STYLE.get(status, ""))
+        return tally
 
     def __rich__(self) -> RenderableType:
         return self.renderable()

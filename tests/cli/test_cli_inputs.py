@@ -215,3 +215,19 @@ def test_stats_counts_by_type_and_status(cli: Any, submit: Any, data: Path) -> N
     assert stats["by_type"] == {**{k: 0 for k in stats["by_type"]}, "Flush": 1, "Cleanup": 1}
     table = cli("stats", "--data", str(data))
     assert table.returncode == 0 and "runtime: not running" in table.stdout
+
+
+def test_list_orders_by_creation_across_types(cli: Any, submit: Any, data: Path) -> None:
+    """Ids sort by type first; listings merge the types back into creation order."""
+    order = [submit(data, t, p).stdout.strip()
+             for t, p in (("Restore", {"backup_location": "x", "target_namespace": "a",
+                                        "target_table_name": "b"}),
+                          ("Flush", FLUSH), ("Cleanup", CLEANUP), ("Flush", FLUSH))]
+    rows = json_lines(cli("jobs", "list", "--data", str(data), "--json").stdout)
+    assert [r["job_id"] for r in rows] == order
+    latest = json_lines(cli("jobs", "list", "--data", str(data), "--json", "--limit", "2",
+                            "--newest-first").stdout)
+    assert [r["job_id"] for r in latest] == order[:1:-1]
+    flushes = json_lines(cli("jobs", "list", "--data", str(data), "--json", "--prefix", "FL-"
+                             ).stdout)
+    assert [r["job_id"] for r in flushes] == [order[1], order[3]]
