@@ -80,8 +80,10 @@ def b1(cfg: Config, state: dict[str, Any]) -> list[Row]:
         "B1", "durable no-op jobs/s (create → Queued → Running → Completed)", o, p, "jobs/s",
         "≥ 20,000/s and ≥ 15× SqliteHuey", o >= 20_000 and ratio >= 15,
         f"{cfg.n_jobs} jobs submitted by one task with create_jobs in chunks of 100 while they "
-        f"run (1 actor, prefetch 64, max_concurrent 256, durable=True: every commit fsynced "
+        f"run (1 actor, prefetch 256, max_concurrent 256, durable=True: every commit fsynced "
         f"before it is answered); rate = n / (first submission → n-th Completed committed). "
+        f"CPU time of the process per job (all threads): "
+        f"{median_of(ours, 'cpu_us_per_job'):.0f} µs. "
         f"Peer: SqliteHuey(fsync=True, WAL), 2 thread workers in-process, {cfg.n_sqlite} tasks "
         f"enqueued one by one while the consumer runs. Median of {cfg.runs} runs each.",
         ratio,
@@ -99,7 +101,8 @@ def b2(cfg: Config, state: dict[str, Any]) -> list[Row]:
     state["b2_peer"] = p
     return [Row(
         "B2", "no-op jobs/s, durable=False", o, p, "jobs/s", "≥ 1.0× MemoryHuey", o >= p,
-        f"As B1 with durable=False (commits not fsynced). Peer: MemoryHuey, 2 thread workers, "
+        f"As B1 with durable=False (commits not fsynced; CPU per job "
+        f"{median_of(ours, 'cpu_us_per_job'):.0f} µs). Peer: MemoryHuey, 2 thread workers, "
         f"{cfg.n_jobs} tasks. Median of {cfg.runs} runs each.",
         o / p,
         {"ours_runs": [r["rate"] for r in ours], "peer_runs": [r["rate"] for r in peer]},
@@ -288,9 +291,22 @@ def logging_cost(cfg: Config, state: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def per_job(cfg: Config, state: dict[str, Any]) -> list[Row]:
+    res = repeat("breakdown", "stages", {"rounds": 5 if cfg.quick else 20}, 1, cfg.log)[0]
+    rows = []
+    for stage, us in res["stages_us"].items():
+        rows.append(Row("PJ", stage, us, None, "µs", "(informative)", None,
+                        "" if rows else (
+                            "One durable no-op job's hot path, each stage timed alone in one "
+                            "thread on a real store (bench/breakdown.py); batch costs divided "
+                            f"by 100. Sum of stages: {res['sum_us']:.0f} µs — a floor under "
+                            "B1's CPU time per job.")))
+    return rows
+
+
 FIGURES: dict[str, Callable[[Config, dict[str, Any]], list[Row]]] = {
     "B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6, "B7": b7, "B8": b8, "B9": b9,
-    "LOG": logging_cost,
+    "LOG": logging_cost, "PJ": per_job,
 }
 
 
@@ -352,7 +368,7 @@ def render(rows: list[Row], meta: dict[str, Any], analysis: str) -> str:
             "durable figures, MemoryHuey for non-durable ones (configuration in "
             "bench/peer.py).", "", "## How each row was measured", ""]
     for r in rows:
-        if r.how.startswith("("):
+        if not r.how or r.how.startswith("("):
             continue
         out.append(f"- **{r.figure}** {r.what}: {r.how}")
     if analysis:

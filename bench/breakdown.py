@@ -145,8 +145,6 @@ def stages(batch: int = 100, rounds: int = 20) -> dict[str, Any]:
 
         out["complete: read + move Running→Completed"] = _per_item(complete, n, repeats=3)
         out[f"commit + fsync, per job (batch of {batch})"] = _per_item(
-            lambda k: [store.write(lambda t: None, sync=True) for _ in range(k // batch)],
-            n) if False else _per_item(
             lambda k: [store.write(lambda t: t.txn.put(b"x", b"y", db=store._shared.meta),
                                    sync=True) for _ in range(max(1, k // batch))], n)
 

@@ -143,7 +143,7 @@ def noop_throughput(
     chunk: int = 100,
     producers: int = 1,
     max_concurrent: int = 256,
-    prefetch: int = 64,
+    prefetch: int = 256,
     actors: int = 1,
     log_level: str | None = None,
     cpu: str | None = None,
