@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -533,6 +534,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _wrap(*paragraphs: str, width: int = 88) -> str:
+    """Paragraphs filled to ``width``; lines starting with two spaces are kept as they are
+    (examples). RawDescriptionHelpFormatter keeps the result as written."""
+    out = []
+    for paragraph in paragraphs:
+        if paragraph.startswith("  "):
+            out.append(paragraph)
+        else:
+            out.append(textwrap.fill(paragraph, width))
+    return "\n\n".join(out)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -579,11 +592,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", parents=[data], formatter_class=fmt, epilog=EPILOG,
         help="run all eight job types on sample tables, with a live view",
-        description="Open an engine and a job store in DIR (a fresh temporary folder by "
-                    "default), create sample tables of each type, then run Flush, Compact, "
-                    "Retention, StreamEviction, UserCleanup, Backup, Restore, Cleanup and "
-                    "JobCleanup jobs through the runtime and check their outcomes. Exit 0 only "
-                    "if every job ended as expected.")
+        description=_wrap(
+            "Open an engine and a job store in DIR (a fresh temporary folder by default, "
+            "removed afterwards), create sample tables of each type, then run Flush, Compact, "
+            "Retention, StreamEviction, UserCleanup, Backup, Restore, Cleanup and JobCleanup "
+            "jobs through the runtime with a live view, check what each did, and print the "
+            "jobs table and one line per job. Exit 0 only if every job ended as expected.",
+            "Staged, and said so as it happens: the engine's clock jumps two hours ahead "
+            "(so soft deletes and stream rows age), and one transient fault is injected into "
+            "the first flush (so a retry is seen). The log goes to DIR/demo.log."))
     demo.add_argument("--rows", type=int, default=4000, help="sample rows in all (default 4000)")
     demo.add_argument("--view", choices=("auto", "live", "plain"), default="auto",
                       help="live progress bars, or plain lines (auto: live on a terminal)")
@@ -594,18 +611,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", parents=[data], formatter_class=fmt, epilog=EPILOG,
         help="run the job runtime on a data directory until SIGINT/SIGTERM",
-        description="Run the runtime: execute submitted jobs and the maintenance schedules "
-                    "(flush by row limit or interval, stream eviction, job-history pruning). "
-                    "On SIGINT/SIGTERM it stops taking work, lets running jobs finish for up to "
-                    "--shutdown-timeout seconds, cancels the cancellable rest and exits; what "
-                    "is left is recovered on the next start. Prints a 'ready' line once "
-                    "serving.\n\nPer-table schedules come from the table's options on the engine "
-                    "(Engine.create_table(..., options={\"flush_row_limit\": 10000})), else "
-                    "from DIR/maintenance.json, e.g.\n"
-                    '  {"history_retention_days": 7, "tables": {"app:events": '
-                    '{"flush_row_limit": 10000, "flush_interval_s": 60, '
-                    '"eviction_interval_s": 30}}}\n'
-                    "and the flags below set the defaults for every table.")
+        description=_wrap(
+            "Run the runtime: execute submitted jobs and the maintenance schedules (flush by "
+            "row limit or interval, stream eviction, job-history pruning). On SIGINT/SIGTERM "
+            "it stops taking work, lets running jobs finish for up to --shutdown-timeout "
+            "seconds, cancels the cancellable rest and exits 0; what is left is recovered on "
+            "the next start. Prints a 'ready' line once serving; logs go to stderr.",
+            "Schedules per table come from the table's options on the engine "
+            '(Engine.create_table(..., options={"flush_row_limit": 10000, '
+            '"flush_interval_s": 60, "eviction_interval_s": 30})), then from '
+            "DIR/maintenance.json, e.g.",
+            '  {"history_retention_days": 7,\n'
+            '   "tables": {"app:events": {"flush_row_limit": 10000, "eviction_interval_s": 30}}}',
+            "then from the flags below, which set the defaults for every table."))
     run.add_argument("--create", action="store_true", help="create DIR if it does not exist")
     run.add_argument("--shutdown-timeout", type=_non_negative_float, default=5.0, metavar="S",
                      help="seconds running jobs get to finish on shutdown (default 5)")
@@ -631,8 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser(
         "submit", parents=[data], formatter_class=fmt, epilog=EPILOG,
         help="submit a job and print its id",
-        description="Submit a job to the store (a running runtime picks it up). Prints the "
-                    "job id; on an idempotency conflict prints the active job's id and exits 3.")
+        description=_wrap(
+            "Submit a job to the store (a running runtime picks it up within its poll "
+            "interval). Prints the job id; on an idempotency conflict prints the active job's "
+            "id and exits 3."))
     submit.add_argument("job_type", metavar="TYPE",
                         help="Flush, Cleanup, Retention, StreamEviction, UserCleanup, Compact, "
                              "Backup, Restore, JobCleanup (or the prefix: FL, CL, …)")
@@ -678,9 +698,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     jc = jobs_sub.add_parser("cancel", parents=[data], help="cancel a job",
                              formatter_class=fmt, epilog=EPILOG,
-                             description="Cancel a job. New, Queued and Retrying jobs end "
-                                         "Cancelled at once; for a Running job the runtime asks "
-                                         "its executor and this waits for the verdict.")
+                             description=_wrap(
+                                 "Cancel a job. New, Queued and Retrying jobs end Cancelled at "
+                                 "once; for a Running job the runtime asks its executor and "
+                                 "this waits for the verdict (exit 1 if refused)."))
     jc.add_argument("job_id", metavar="ID")
     jc.add_argument("--wait", type=_positive_float, default=10.0, metavar="S",
                     help="how long to wait for a running job's verdict (default 10)")

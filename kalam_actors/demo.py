@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.live import Live
 
 from .cli import EXIT_FAILED, EXIT_OK, DataDir, runtime_executors
+from .errors import KalamError, StoreLocked
 from .ids import JobId, JobType
 from .live import JobBoard, PlainReporter, jobs_table
 from .model import Job, JobFilter, JobRow, JobStatus, RetryPolicy
@@ -389,6 +390,10 @@ def run_demo(data: str | None, *, console: Console, live: bool | None = None,
     temporary = data is None
     root = Path(tempfile.mkdtemp(prefix="kalam-demo-")) if data is None else Path(data)
     root.mkdir(parents=True, exist_ok=True)
+    holder = DataDir(root).runtime_pid()
+    if holder is not None:
+        # Checked before the sample tables are written into someone else's engine.
+        raise StoreLocked(str(DataDir(root).jobs), holder if holder > 0 else None)
     live_mode = console.is_terminal if live is None else live
     sink = logger.add(str(root / "demo.log"), level="DEBUG", enqueue=False)
     started = time.monotonic()
@@ -397,6 +402,13 @@ def run_demo(data: str | None, *, console: Console, live: bool | None = None,
         demo = Demo(root, console, live=live_mode, rows=rows)
         try:
             outcomes, all_rows = trio.run(_run, demo)
+        except KalamError:
+            raise  # the command reports it with its exit code (e.g. 5: store locked)
+        except Exception as exc:
+            logger.exception("demo failed")
+            console.print(f"[bold red]demo FAILED[/]: {type(exc).__name__}: {exc} "
+                          f"(log: {root / 'demo.log'})", highlight=False, markup=True)
+            return EXIT_FAILED
         finally:
             demo.close()
         elapsed = time.monotonic() - started

@@ -130,3 +130,17 @@ def test_watch_until_idle_prints_plain_lines(shared_runtime: Any) -> None:
     result = rt.run_cli("jobs", "watch", "--until-idle", "--interval", "0.05", "--view", "plain")
     assert result.returncode == 0, result.stderr
     assert f"{job_id} Flush app:t: Completed" in result.stdout
+
+
+def test_demo_refuses_a_data_dir_with_a_running_runtime(shared_runtime: Any) -> None:
+    rt = shared_runtime
+    tables_before = Engine.open(rt.data / "engine")
+    try:
+        before = tables_before.list_tables()
+    finally:
+        tables_before.close()
+    result = rt.run_cli("demo", "--view", "plain")
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert f"locked by process {rt.proc.pid}" in result.stderr
+    with Engine.open(rt.data / "engine") as engine:
+        assert engine.list_tables() == before, "nothing written into the runtime's engine"
