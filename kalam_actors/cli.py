@@ -312,7 +312,8 @@ def _watch_rows(store: Any, limit: int) -> list[JobRow]:
 def cmd_jobs_watch(args: argparse.Namespace) -> int:
     console = _out(args)
     live_mode = args.view == "live" or (args.view == "auto" and console.is_terminal)
-    board = JobBoard(table_limit=args.limit, title="system.jobs (Ctrl-C to stop)")
+    board = JobBoard(table_limit=args.limit, title="system.jobs (Ctrl-C to stop)",
+                     bars_for_finished=False)
     reporter = PlainReporter(console)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     with open_store(_data_dir(args)) as store:

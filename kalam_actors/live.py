@@ -47,6 +47,7 @@ STATUS_STYLE: Final = {
     "Skipped": "blue",
 }
 _PIPE_WIDTH: Final = 400
+_FINISHED: Final = frozenset({"Completed", "Failed", "Cancelled", "Skipped"})
 
 
 def make_console(file: TextIO | None = None, *, force_terminal: bool | None = None,
@@ -204,7 +205,7 @@ class JobBoard:
     :meth:`renderable` (inside ``rich.live.Live``)."""
 
     def __init__(self, *, table_limit: int = 20, title: str = "jobs",
-                 show_table: bool = True) -> None:
+                 show_table: bool = True, bars_for_finished: bool = True) -> None:
         def text(field: str, style: str, **column: Any) -> TextColumn:
             return TextColumn(field, style=style, markup=False,
                               table_column=Column(no_wrap=True, overflow="ellipsis", **column))
@@ -221,6 +222,9 @@ class JobBoard:
             expand=True,
         )
         self.show_table = show_table
+        # False: a job first seen already finished gets no bar (``jobs watch`` on a store
+        # with history shows bars for the jobs that run while it watches).
+        self.bars_for_finished = bars_for_finished
         self._tracked: dict[str, _Tracked] = {}
         self._rows: list[JobRow] = []
         self.table_limit = table_limit
@@ -234,6 +238,8 @@ class JobBoard:
             if tracked is None:
                 if row.status in ("New", "Queued"):
                     continue
+                if not self.bars_for_finished and row.status in _FINISHED:
+                    continue
                 task = self.progress.add_task(_describe(row), total=None, job_id=row.job_id,
                                               status="", retries="", note="")
                 tracked = self._tracked[row.job_id] = _Tracked(task, row.status)
@@ -243,7 +249,7 @@ class JobBoard:
         pg = row.progress or {}
         done = int(pg.get("done") or 0)
         total = pg.get("total")
-        terminal = row.status in ("Completed", "Failed", "Cancelled", "Skipped")
+        terminal = row.status in _FINISHED
         if terminal and row.status in ("Completed", "Skipped"):
             total = total if total else max(done, 1)
             done = total
@@ -269,10 +275,12 @@ class JobBoard:
             return Group(self.progress, self._tally())
         recent = self._rows[-self.table_limit:]
         table = Table(title=self.title, title_justify="left", header_style="bold",
-                      pad_edge=False)
-        for column in ("job_id", "job_type", "status", "retry_count", "progress", "message"):
-            table.add_column(column, no_wrap=True, overflow="ellipsis",
-                             max_width=60 if column in ("message", "progress") else None)
+                      pad_edge=False, expand=True)
+        widths = {"job_id": (29, None), "job_type": (11, None), "status": (9, None),
+                  "retries": (7, None), "progress": (10, 26), "message": (10, 60)}
+        for column, (low, high) in widths.items():
+            table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=low,
+                             max_width=high, ratio=1 if column == "message" else None)
         for row in recent:
             table.add_row(row.job_id, row.job_type, status_text(row.status),
                           str(row.retry_count), progress_text(row.progress),
