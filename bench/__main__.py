@@ -22,9 +22,11 @@ from typing import Any
 
 import orjson
 
+from ._common import WORK
 from ._runner import ROOT, median_of, repeat, run_child, summarize_profile
 
 HERE = Path(__file__).resolve().parent
+X = "\u00d7"  # the multiplication sign, for ratios
 
 
 @dataclass
@@ -58,10 +60,10 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-FULL = dict(runs=5, n_jobs=30_000, n_sqlite=3_000, latency_s=5.0, n_bulk=100_000,
+FULL: dict[str, Any] = dict(runs=5, n_jobs=30_000, n_sqlite=3_000, latency_s=5.0, n_bulk=100_000,
             b5_big=1_000_000, b5_small=10_000, n_recovery=100_000, n_b7=1_000_000,
             n_b8=100_000)
-QUICK = dict(runs=1, n_jobs=4_000, n_sqlite=300, latency_s=1.0, n_bulk=20_000,
+QUICK: dict[str, Any] = dict(runs=1, n_jobs=4_000, n_sqlite=300, latency_s=1.0, n_bulk=20_000,
              b5_big=50_000, b5_small=10_000, n_recovery=10_000, n_b7=50_000, n_b8=5_000)
 
 
@@ -78,7 +80,7 @@ def b1(cfg: Config, state: dict[str, Any]) -> list[Row]:
     ratio = o / p
     return [Row(
         "B1", "durable no-op jobs/s (create → Queued → Running → Completed)", o, p, "jobs/s",
-        "≥ 20,000/s and ≥ 15× SqliteHuey", o >= 20_000 and ratio >= 15,
+        f"≥ 20,000/s and ≥ 15{X} SqliteHuey", o >= 20_000 and ratio >= 15,
         f"{cfg.n_jobs} jobs submitted by one task with create_jobs in chunks of 100 while they "
         f"run (1 actor, prefetch 256, max_concurrent 256, durable=True: every commit fsynced "
         f"before it is answered); rate = n / (first submission → n-th Completed committed). "
@@ -100,7 +102,7 @@ def b2(cfg: Config, state: dict[str, Any]) -> list[Row]:
     o, p = median_of(ours, "rate"), median_of(peer, "rate")
     state["b2_peer"] = p
     return [Row(
-        "B2", "no-op jobs/s, durable=False", o, p, "jobs/s", "≥ 1.0× MemoryHuey", o >= p,
+        "B2", "no-op jobs/s, durable=False", o, p, "jobs/s", f"≥ 1.0{X} MemoryHuey", o >= p,
         f"As B1 with durable=False (commits not fsynced; CPU per job "
         f"{median_of(ours, 'cpu_us_per_job'):.0f} µs). Peer: MemoryHuey, 2 thread workers, "
         f"{cfg.n_jobs} tasks. Median of {cfg.runs} runs each.",
@@ -154,7 +156,7 @@ def b5(cfg: Config, state: dict[str, Any]) -> list[Row]:
     big = repeat("stored", "reads", {"terminal": cfg.b5_big, "queued": 10_000}, runs, cfg.log)
     small = repeat("stored", "reads", {"terminal": cfg.b5_small, "queued": 10_000}, runs,
                    cfg.log)
-    rows = []
+    rows: list[Row] = []
     how = (f"Store of {cfg.b5_big:,} Completed + 10,000 Queued jobs (every Queued job holds an "
            f"idempotency key), written directly with StoreTxn.insert and cached in bench/.work; "
            f"compared with {cfg.b5_small:,} + 10,000. Median µs per call of 2,000 calls "
@@ -164,16 +166,17 @@ def b5(cfg: Config, state: dict[str, Any]) -> list[Row]:
         ("list_queued_100_us", "list_jobs(status=Queued, limit=100)", 5000.0, "≤ 5 ms"),
         ("get_job_us", "get_job(id)", 20.0, "≤ 20 µs"),
         ("key_lookup_us", "idempotency check: keys-index lookup (list_jobs by key, active)",
-         None, "1M ≤ 1.2× 10k"),
+         None, None),
         ("create_conflict_us", "idempotency check: create_job refused by a held key (write "
-         "txn, aborted)", None, "1M ≤ 1.2× 10k"),
+         "txn, aborted)", None, None),
     ]
     for key, what, limit, target in specs:
         o, s = median_of(big, key), median_of(small, key)
         growth = o / s
         met = growth <= 1.2 and (limit is None or o <= limit)
         rows.append(Row("B5", what, o, None, "µs",
-                        f"{target}; at {cfg.b5_big:,} ≤ 1.2× at {cfg.b5_small:,}", met,
+                        (f"{target}; " if target else "")
+                        + f"at {cfg.b5_big:,} ≤ 1.2{X} at {cfg.b5_small:,}", met,
                         how if not rows else "(same store, same runs)", None,
                         {"at_small_us": s, "growth": growth}))
     return rows
@@ -250,8 +253,8 @@ def b9(cfg: Config, state: dict[str, Any]) -> list[Row]:
     n = cfg.n_jobs // 2
     base = repeat("jobs", "noop_throughput", {"n": n}, runs, cfg.log)
     b = median_of(base, "rate")
-    rows = []
-    variants = [
+    rows: list[Row] = []
+    variants: list[tuple[str, dict[str, Any], str]] = [
         ("thread", {"cpu": "thread"}, "CPU executor in its actor thread, default switch "
          "interval (5 ms)"),
         ("thread+switch", {"cpu": "thread", "switch_interval": 0.0005},
@@ -265,10 +268,10 @@ def b9(cfg: Config, state: dict[str, Any]) -> list[Row]:
         slow = b / r
         rows.append(Row(
             "B9", f"no-op jobs/s beside a CPU-bound executor: {name}", r, None, "jobs/s",
-            "slowdown ≤ 2×", slow <= 2.0,
+            f"slowdown ≤ 2{X}", slow <= 2.0,
             f"{text}; the CPU executor (JobType.COMPACT, 20 ms of pure-Python work a job, 2,000 "
             f"queued) runs beside {n:,} durable no-ops as in B1. Slowdown = "
-            f"{b:,.0f}/s alone ÷ this = {slow:.2f}×. Median of {runs} runs.",
+            f"{b:,.0f}/s alone ÷ this = {slow:.2f}{X}. Median of {runs} runs.",
             None, {"alone": b, "slowdown": slow},
         ))
     return rows
@@ -276,7 +279,7 @@ def b9(cfg: Config, state: dict[str, Any]) -> list[Row]:
 
 def logging_cost(cfg: Config, state: dict[str, Any]) -> list[Row]:
     runs = max(1, min(3, cfg.runs))
-    rows = []
+    rows: list[Row] = []
     base = state.get("b1")
     for level in ("INFO", "DEBUG"):
         res = repeat("jobs", "noop_throughput", {"n": cfg.n_jobs // 2, "log_level": level},
@@ -293,7 +296,7 @@ def logging_cost(cfg: Config, state: dict[str, Any]) -> list[Row]:
 
 def per_job(cfg: Config, state: dict[str, Any]) -> list[Row]:
     res = repeat("breakdown", "stages", {"rounds": 5 if cfg.quick else 20}, 1, cfg.log)[0]
-    rows = []
+    rows: list[Row] = []
     for stage, us in res["stages_us"].items():
         rows.append(Row("PJ", stage, us, None, "µs", "(informative)", None,
                         "" if rows else (
@@ -360,7 +363,7 @@ def render(rows: list[Row], meta: dict[str, Any], analysis: str) -> str:
     out += ["| # | figure | ours | peer | ratio | target | met |",
             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = "—" if r.ratio is None else f"{r.ratio:.2f}×"
+        ratio = "—" if r.ratio is None else f"{r.ratio:.2f}{X}"
         met = {True: "yes", False: "**no**", None: "—"}[r.met]
         out.append(f"| {r.figure} | {r.what} | {_fmt(r.ours, r.unit)} | "
                    f"{_fmt(r.peer, r.unit)} | {ratio} | {r.target} | {met} |")
@@ -385,7 +388,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for RESULTS.md and results.json (default: bench/)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one B1 run with py-spy into <out>/profiles/")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite <out>/RESULTS.md from <out>/results.json "
+                             "and bench/analysis.md")
     args = parser.parse_args(argv)
+    if args.render:
+        out_dir = Path(args.out) if args.out else HERE
+        data = orjson.loads((out_dir / "results.json").read_bytes())
+        saved = [Row(**r) for r in data["rows"]]
+        analysis_file = HERE / "analysis.md"
+        analysis = analysis_file.read_text() if analysis_file.exists() else ""
+        if data["meta"]["quick"]:
+            analysis = ""
+        (out_dir / "RESULTS.md").write_text(render(saved, data["meta"], analysis))
+        return 0
     cfg = Config(quick=args.quick, **(QUICK if args.quick else FULL), profile=args.profile)
     only = [f.strip().upper() for f in args.only.split(",") if f.strip()]
     unknown = [f for f in only if f not in FIGURES]
@@ -415,9 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         prof_dir = out_dir / "profiles"
         prof_dir.mkdir(exist_ok=True)
-        raw = prof_dir / "b1.raw.txt"
+        WORK.mkdir(parents=True, exist_ok=True)
+        raw = WORK / "b1.raw.txt"  # collapsed stacks, large: kept out of git
         run_child("jobs", "noop_throughput", {"n": cfg.n_jobs}, profile_to=raw)
-        (prof_dir / "b1-top.txt").write_text(summarize_profile(raw) + "\n")
+        (prof_dir / "b1-top.txt").write_text(
+            f"py-spy record -r 250 of one B1 run ({cfg.n_jobs} jobs), {meta['date']}\n\n"
+            + summarize_profile(raw) + "\n"
+        )
         cfg.log(f"profile: {prof_dir / 'b1-top.txt'}")
     meta["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     meta["total_s"] = round(time.perf_counter() - t0, 1)

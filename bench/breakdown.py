@@ -38,8 +38,8 @@ def stages(batch: int = 100, rounds: int = 20) -> dict[str, Any]:
 
     from kalam_actors import JobDecision, JobExecutor, JobStatus, JobStore, JobType
     from kalam_actors.context import JobContext
-    from kalam_actors.store import new_record, now_us, record_to_job
     from kalam_actors.ids import JobId
+    from kalam_actors.store import new_record, now_us, record_to_job
 
     class Noop(JobExecutor):
         job_type = JobType.FLUSH
@@ -105,8 +105,11 @@ def stages(batch: int = 100, rounds: int = 20) -> dict[str, Any]:
 
         ref = Sink.start()
         try:
-            out["pykka tell (caller side)"] = _per_item(
-                lambda k: [ref.tell(i) for i in range(k)], n)
+            def tells(k: int) -> None:
+                for i in range(k):
+                    ref.tell(i)
+
+            out["pykka tell (caller side)"] = _per_item(tells, n)
         finally:
             ref.stop()
 

@@ -100,7 +100,7 @@ async def _drive(
 
             async def produce(k: int) -> None:
                 count = per if k < producers - 1 else n - per * (producers - 1)
-                spec = [(JobType.FLUSH, {})]
+                spec: list[tuple[JobType, dict[str, Any]]] = [(JobType.FLUSH, {})]
                 done = 0
                 while done < count:
                     size = min(chunk, count - done)
@@ -121,20 +121,21 @@ async def _drive(
             while m.store.counts().get(key, 0) < n:
                 await trio.sleep(0.0005)
             elapsed = time.perf_counter() - t0
-            cpu = _cpu_s() - cpu0
+            cpu_s = _cpu_s() - cpu0
             after = m.statistics()
             _STOP_CPU.set()
             commits = after.commits - before.commits
             changes = after.state_changes - before.state_changes
-    return {
+    result: dict[str, Any] = {
         "rate": n / elapsed,
         "elapsed_s": elapsed,
         "submit_rate": n / (t_submitted - t0),
         # CPU time of all threads per job: the work itself, little changed by a busy machine.
-        "cpu_us_per_job": cpu * 1e6 / n,
+        "cpu_us_per_job": cpu_s * 1e6 / n,
         "commits": commits,
         "writes_per_commit": changes / max(commits, 1),
     }
+    return result
 
 
 def noop_throughput(

@@ -49,11 +49,11 @@ def noop_throughput(n: int, kind: str = "sqlite", workers: int = 2, cpu_ms: floa
         lock = threading.Lock()
         count = [0]
 
-        @huey.task()
+        @huey.task()  # type: ignore[untyped-decorator]
         def noop() -> None:
             return None
 
-        @huey.signal(SIGNAL_COMPLETE)
+        @huey.signal(SIGNAL_COMPLETE)  # type: ignore[untyped-decorator]
         def completed(signal: Any, task: Any, *args: Any) -> None:
             if task.name.endswith("noop"):
                 with lock:
@@ -89,7 +89,7 @@ def start_latency(rate: float, seconds: float, kind: str = "memory",
     with scratch_dir(f"huey-lat-{kind}") as path:
         huey = _huey(kind, path)
 
-        @huey.task()
+        @huey.task()  # type: ignore[untyped-decorator]
         def stamp(i: int) -> None:
             starts[i] = time.perf_counter()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ._common import WORK, percentile, quiet_logging, rss_kb, scratch_dir
+from ._common import WORK, quiet_logging, rss_kb, scratch_dir
 
 STORES = WORK / "stores"
 
@@ -100,7 +100,7 @@ def bulk_create(n: int, durable: bool = True) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         with scratch_dir("bulk") as path:
             async with open_job_manager(path, executors=[Noop()], durable=durable) as m:
-                specs = [(JobType.FLUSH, {})] * n
+                specs: list[tuple[JobType, dict[str, Any]]] = [(JobType.FLUSH, {})] * n
                 cpu0 = _cpu_s()
                 t0 = time.perf_counter()
                 ids = await m.create_jobs(specs)
@@ -212,6 +212,7 @@ def recovery(running: int, rerun: bool = False) -> dict[str, Any]:
 
 def _count_tasks() -> int:
     root = trio.lowlevel.current_root_task()
+    assert root is not None
     n = 0
     stack = [root]
     while stack:
@@ -230,10 +231,10 @@ def manager_rss(store: str, n: int = 0) -> dict[str, Any]:
     that blocks holds its first job, so the rest stay where they are while we measure.
     """
     quiet_logging()
+    import threading
+
     from kalam_actors import JobDecision, JobExecutor, JobType, open_job_manager
     from kalam_actors.store import now_us
-
-    import threading
 
     release = threading.Event()
 
@@ -316,7 +317,6 @@ def retry_drain(n: int) -> dict[str, Any]:
                 key = (JobStatus.COMPLETED, JobType.FLUSH)
                 while m.store.counts().get(key, 0) < n:
                     await trio.sleep(0.002)
-                end_wall = now_us()
             return {"tasks": tasks}
 
         out = trio.run(main)
