@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from kalam_actors import JobStatus, JobStore
+from kalam_actors import Job, JobFilter, JobStatus, JobStore
 
 HERE = Path(__file__).resolve().parent
 DEADLINE_S = 30.0
@@ -134,6 +134,18 @@ class Runtime:
 
     def status(self, job_id: str) -> JobStatus | None:
         return job_status(self.data, job_id)
+
+    def job(self, job_id: str) -> Job:
+        """The job as the store has it (read from this process, as a second terminal would)."""
+        with JobStore(self.data / "jobs") as store:
+            job = store.get_job(job_id)
+        assert job is not None, job_id
+        return job
+
+    def job_with_key(self, key: str) -> Job | None:
+        with JobStore(self.data / "jobs") as store:
+            found = store.list_jobs(JobFilter(idempotency_key=key))
+        return found[0] if found else None
 
     def wait_status(self, job_id: str, *statuses: JobStatus) -> JobStatus:
         return wait_for(lambda: (s := self.status(job_id)) in statuses and s,

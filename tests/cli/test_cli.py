@@ -36,9 +36,9 @@ def test_run_executes_jobs_submitted_from_another_process(shared_runtime: Any) -
     assert job_id in [r["job_id"] for r in running]
     rt.release(job_id)
     assert rt.wait_status(job_id, JobStatus.COMPLETED) is JobStatus.COMPLETED
-    row = json_lines(rt.run_cli("jobs", "show", job_id, "--json").stdout)[0]
-    assert row["message"].startswith("steered job done")
-    assert row["progress"]["note"] == "working"
+    job = rt.job(job_id)
+    assert (job.message or "").startswith("steered job done")
+    assert job.progress is not None and job.progress.note == "working"
     stats = orjson.loads(rt.run_cli("stats", "--json").stdout)
     assert stats["runtime_pid"] == rt.proc.pid
     assert stats["by_status"]["Completed"] >= 1
@@ -101,8 +101,7 @@ def test_a_job_left_running_at_shutdown_is_recovered_on_the_next_start(
     assert "1 job(s) left Running, recovered at next start" in rt.output
     again = start_runtime()
     assert again.status(job_id) is JobStatus.FAILED
-    row = json_lines(again.run_cli("jobs", "show", job_id, "--json").stdout)[0]
-    assert row["message"] == "Server restarted"
+    assert again.job(job_id).message == "Server restarted"
     assert again.stop() == 0
 
 
@@ -112,14 +111,10 @@ def test_run_flushes_a_table_when_its_hot_rows_reach_the_limit(shared_runtime: A
         engine.create_table("app", "lim", "Shared")
         engine.insert_many("app", "lim", [{"id": i} for i in range(49)])
         engine.insert("app", "lim", {"id": 49})
-    rows = wait_for(
-        lambda: json_lines(rt.run_cli("jobs", "list", "--json", "--prefix", "FL-",
-                                      "--status", "Running").stdout),
-        "a scheduled flush")
-    assert [r["idempotency_key"] for r in rows] == ["FL:app:lim"]
-    assert orjson.loads(rows[0]["parameters"]) == {**FLUSH, "table_name": "lim"}
-    rt.release(rows[0]["job_id"])
-    rt.wait_status(rows[0]["job_id"], JobStatus.COMPLETED)
+    job = wait_for(lambda: rt.job_with_key("FL:app:lim"), "a scheduled flush")
+    assert job.params == {**FLUSH, "table_name": "lim"}
+    rt.release(job.job_id)
+    rt.wait_status(job.job_id, JobStatus.COMPLETED)
 
 
 def test_watch_until_idle_prints_plain_lines(shared_runtime: Any) -> None:
