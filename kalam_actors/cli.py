@@ -45,6 +45,7 @@ from .live import (
     jobs_table,
     json_line,
     make_console,
+    table_columns,
 )
 from .model import JobFilter, JobRow, JobStatus
 
@@ -263,7 +264,9 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     if not rows:
         _err(args).print("no jobs match", highlight=False)
         return EXIT_OK
-    _out(args).print(jobs_table(rows, title=f"system.jobs ({len(rows)} rows)"))
+    console = _out(args)
+    console.print(jobs_table(rows, title=f"system.jobs ({len(rows)} rows)",
+                             columns=table_columns(console.width)))
     return EXIT_OK
 
 

@@ -31,7 +31,7 @@ from rich.live import Live
 from .cli import EXIT_FAILED, EXIT_OK, DataDir, runtime_executors
 from .errors import KalamError, StoreLocked
 from .ids import JobId, JobType
-from .live import JobBoard, PlainReporter, jobs_table
+from .live import JobBoard, PlainReporter, jobs_table, table_columns
 from .model import Job, JobFilter, JobRow, JobStatus, RetryPolicy
 
 __all__ = ["DemoClock", "run_demo"]
@@ -412,7 +412,8 @@ def run_demo(data: str | None, *, console: Console, live: bool | None = None,
         finally:
             demo.close()
         elapsed = time.monotonic() - started
-        console.print(jobs_table(all_rows, title=f"system.jobs — {len(all_rows)} jobs"))
+        console.print(jobs_table(all_rows, title=f"system.jobs — {len(all_rows)} jobs",
+                                 columns=table_columns(console.width)))
         for o in outcomes:
             console.print(_summary_line(o), highlight=False)
         bad = [o for o in outcomes if o.problem is not None]

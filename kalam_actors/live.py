@@ -121,35 +121,59 @@ def json_line(row: JobRow) -> str:
 # --------------------------------------------------------------------------- tables
 
 
-def jobs_table(rows: Iterable[JobRow], *, title: str | None = None) -> Table:
-    """The ``system.jobs`` view as a table: every column, in the view's order. Long cells
-    (parameters, message, trace) are shortened; ``jobs show`` prints them whole."""
+FULL_TABLE_WIDTH: Final = 300
+"""Below this console width, :func:`jobs_table` leaves out the widest columns."""
+NARROW_COLUMNS: Final = ("job_id", "job_type", "status", "message", "retry_count", "progress",
+                         "finished_at")
+
+
+def table_columns(width: int) -> tuple[str, ...]:
+    """The ``system.jobs`` columns that fit a console ``width`` readably, in the view's
+    order: all of them from :data:`FULL_TABLE_WIDTH` on, else :data:`NARROW_COLUMNS`."""
+    return SYSTEM_JOBS_COLUMNS if width >= FULL_TABLE_WIDTH else NARROW_COLUMNS
+
+
+def _cells(row: JobRow) -> dict[str, RenderableType]:
+    return {
+        "job_id": row.job_id,
+        "job_type": row.job_type,
+        "status": status_text(row.status),
+        "parameters": _short(row.parameters, 200),
+        "message": _short(row.message, 300),
+        "exception_trace": _trace_tail(row.exception_trace, 120),
+        "idempotency_key": row.idempotency_key or "",
+        "retry_count": str(row.retry_count),
+        "max_retries": str(row.max_retries),
+        "progress": progress_text(row.progress),
+        "created_at": _short_time(row.created_at),
+        "updated_at": _short_time(row.updated_at),
+        "started_at": _short_time(row.started_at),
+        "finished_at": _short_time(row.finished_at),
+    }
+
+
+def jobs_table(rows: Iterable[JobRow], *, title: str | None = None,
+               columns: Sequence[str] = SYSTEM_JOBS_COLUMNS) -> Table:
+    """The ``system.jobs`` view as a table: ``columns`` (default every column), in the
+    view's order. Long cells (parameters, message, trace) are shortened; ``jobs show`` and
+    ``--json`` give them whole."""
+    shown = [c for c in SYSTEM_JOBS_COLUMNS if c in columns]
+    hidden = len(SYSTEM_JOBS_COLUMNS) - len(shown)
+    caption = "times are UTC" if title else None
+    if hidden:
+        caption = (f"{caption + '; ' if caption else ''}{hidden} more columns in a wider "
+                   f"terminal, with --json, or in `jobs show ID`")
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False,
-                  expand=False, caption="times are UTC" if title else None,
-                  caption_justify="left")
+                  expand=False, caption=caption, caption_justify="left")
     widths = {"parameters": (20, 48), "message": (24, 60), "exception_trace": (15, 40),
               "idempotency_key": (15, 24)}
-    for column in SYSTEM_JOBS_COLUMNS:
+    for column in shown:
         low, high = widths.get(column, (None, None))
         table.add_column(column, no_wrap=column not in widths, overflow="fold",
                          min_width=low, max_width=high)
     for row in rows:
-        table.add_row(
-            row.job_id,
-            row.job_type,
-            status_text(row.status),
-            _short(row.parameters, 200),
-            _short(row.message, 300),
-            _trace_tail(row.exception_trace, 120),
-            row.idempotency_key or "",
-            str(row.retry_count),
-            str(row.max_retries),
-            progress_text(row.progress),
-            _short_time(row.created_at),
-            _short_time(row.updated_at),
-            _short_time(row.started_at),
-            _short_time(row.finished_at),
-        )
+        cells = _cells(row)
+        table.add_row(*(cells[c] for c in shown))
     return table
 
 

@@ -171,3 +171,17 @@ def test_jobs_table_has_every_column_in_order() -> None:
     header = next(line for line in console.export_text().splitlines() if "job_id" in line)
     positions = [header.index(c) for c in JobRow._fields]
     assert positions == sorted(positions)
+
+
+def test_jobs_table_in_a_narrow_terminal_keeps_every_job_and_says_what_is_hidden() -> None:
+    from kalam_actors.live import NARROW_COLUMNS, table_columns
+
+    assert table_columns(120) == NARROW_COLUMNS
+    console = Console(record=True, width=120)
+    jobs = [row(f"FL-06H28Q8E3891PJNRJQX7E1F0W{c}", "Completed", 4, message="ok")
+            for c in "MNP"]
+    console.print(jobs_table(jobs, title="t", columns=table_columns(120)))
+    text = console.export_text()
+    assert all(j.job_id in text for j in jobs)
+    assert "7 more columns in a wider terminal, with --json" in text
+    assert max(len(line) for line in text.splitlines()) <= 120
