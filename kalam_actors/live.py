@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Final, TextIO
 
 import orjson
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.progress import (
     BarColumn,
@@ -123,8 +124,7 @@ def json_line(row: JobRow) -> str:
 
 FULL_TABLE_WIDTH: Final = 300
 """Below this console width, :func:`jobs_table` leaves out the widest columns."""
-NARROW_COLUMNS: Final = ("job_id", "job_type", "status", "message", "retry_count", "progress",
-                         "finished_at")
+NARROW_COLUMNS: Final = ("job_id", "job_type", "status", "message", "retry_count", "progress")
 
 
 def table_columns(width: int) -> tuple[str, ...]:
@@ -163,13 +163,18 @@ def jobs_table(rows: Iterable[JobRow], *, title: str | None = None,
     if hidden:
         caption = (f"{caption + '; ' if caption else ''}{hidden} more columns in a wider "
                    f"terminal, with --json, or in `jobs show ID`")
+    # A narrow table drops the box's vertical lines: they cost three characters a column.
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False,
-                  expand=False, caption=caption, caption_justify="left")
-    widths = {"parameters": (20, 48), "message": (24, 60), "exception_trace": (15, 40),
-              "idempotency_key": (15, 24)}
+                  expand=False, caption=caption, caption_justify="left",
+                  box=box.SIMPLE_HEAD if hidden else box.HEAVY_HEAD,
+                  collapse_padding=bool(hidden))
+    widths = {"parameters": (20, 48), "message": (14 if hidden else 24, 60),
+              "exception_trace": (15, 40), "idempotency_key": (15, 24),
+              "progress": (None, 12 if hidden else None)}
     for column in shown:
         low, high = widths.get(column, (None, None))
-        table.add_column(column, no_wrap=column not in widths, overflow="fold",
+        table.add_column(column, no_wrap=column not in widths or column == "progress",
+                         overflow="ellipsis" if column == "progress" else "fold",
                          min_width=low, max_width=high)
     for row in rows:
         cells = _cells(row)

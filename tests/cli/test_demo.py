@@ -183,5 +183,5 @@ def test_jobs_table_in_a_narrow_terminal_keeps_every_job_and_says_what_is_hidden
     console.print(jobs_table(jobs, title="t", columns=table_columns(120)))
     text = console.export_text()
     assert all(j.job_id in text for j in jobs)
-    assert "7 more columns in a wider terminal, with --json" in text
+    assert "8 more columns in a wider terminal, with --json" in text
     assert max(len(line) for line in text.splitlines()) <= 120
