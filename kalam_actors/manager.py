@@ -137,6 +137,9 @@ class _Slot:
     capacity: int
     handle: Any = None
     held: set[str] = dataclasses.field(default_factory=set)
+    # Attempts committed Running while the actor was down (crashed, restarting): they are
+    # told to the new actor once the supervisor has restarted it.
+    pending: list[Attempt] = dataclasses.field(default_factory=list)
     replacing: bool = False
 
     @property
@@ -155,6 +158,7 @@ class _InFlight:
     cancel_event: threading.Event
     deadline: float | None
     timeout_s: float | None
+    sent: bool = False
     cancel_accepted: bool = False
     cancel_persisted: bool = False
 
@@ -503,8 +507,9 @@ class JobManager:
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         if event.kind is EventKind.CRASHED and event.child_id in self._slot_by_child:
             self._inbox_send.send_nowait(("crash", event.child_id, event.reason))
-        elif event.kind is EventKind.RESTARTED:
+        elif event.kind is EventKind.RESTARTED and event.child_id in self._slot_by_child:
             self._actor_restarts += 1
+            self._send_pending(self._slot_by_child[event.child_id])
             self._inbox_send.send_nowait(("tick",))
 
     async def _shutdown(self) -> None:
@@ -700,6 +705,8 @@ class JobManager:
         slot = self._slot_by_child[child_id]
         for job_id in list(slot.held):
             flight = self._inflight[job_id]
+            if not flight.sent:
+                continue  # never reached the dead actor: it goes to the new one
             self._release(flight)
             text = f"executor actor {child_id} crashed: {reason!r}"
             batch.results.append((flight, JobDecision.retry(text, exception_trace=text), True))
@@ -718,6 +725,7 @@ class JobManager:
     def _abandon_slot(self, batch: _Batch, slot: _Slot, text: str) -> None:
         """Fail over every attempt an actor holds (the stuck one and any waiting behind it in
         its mailbox) and replace the actor without waiting for it."""
+        slot.pending.clear()
         for job_id in list(slot.held):
             flight = self._inflight[job_id]
             # If the old thread ever wakes, it must not start what was queued behind.
@@ -1066,7 +1074,19 @@ class JobManager:
             heapq.heappush(self._deadlines, (deadline, self._tokens, job.job_id))
             self._timer_kick.set()
         logger.debug(f"[{job.job_id}] Running (attempt {ctx.attempt})")
-        slot.handle.actor_ref.tell(Attempt(ctx, job, self._tokens))
+        slot.pending.append(Attempt(ctx, job, self._tokens))
+        self._send_pending(slot)
+
+    def _send_pending(self, slot: _Slot) -> None:
+        ref = slot.handle.actor_ref if slot.handle is not None else None
+        if ref is None or slot.replacing:
+            return  # the actor is down; its restart sends these
+        for attempt in slot.pending:
+            flight = self._inflight.get(attempt.job.job_id)
+            if flight is not None and flight.token == attempt.token:
+                flight.sent = True
+                ref.tell(attempt)
+        slot.pending.clear()
 
     def _progress_from_thread(self, job_id: JobId, progress: Progress) -> None:
         token = self._trio_token
