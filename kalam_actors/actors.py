@@ -18,7 +18,7 @@ import pykka
 
 from .context import JobContext
 from .executor import JobExecutor
-from .model import Job, JobDecision
+from .model import Job, JobDecision, Outcome
 
 __all__ = ["Attempt", "AttemptResult", "ExecutorActor", "ExecutorThreadDied"]
 
@@ -87,19 +87,45 @@ class ExecutorActor(pykka.ThreadingActor):
             raise ExecutorThreadDied(
                 f"[{ctx.job_id}] {self.executor.name} raised {type(exc).__name__}"
             ) from exc
-        if isinstance(decision, JobDecision):
+        problem = _malformed(decision)
+        if problem is None:
             self._report(attempt, decision, False)
         else:
             self._report(
                 attempt,
-                JobDecision.retry(
-                    f"{self.executor.name} returned {_short_repr(decision)}, not a JobDecision"
-                ),
+                JobDecision.retry(f"{self.executor.name} returned {problem}"),
                 True,
             )
 
     def _report(self, attempt: Attempt, decision: JobDecision, raised: bool) -> None:
         self.post(AttemptResult(attempt.ctx.job_id, attempt.token, decision, raised))
+
+
+#: The longest backoff a decision may ask for (a year): run_after must fit the due index's
+#: 8-byte microsecond key.
+MAX_BACKOFF_MS = 365 * 24 * 3600 * 1000
+
+
+def _malformed(decision: object) -> str | None:
+    """Why ``decision`` cannot be recorded as it is, or None if it can. Checked here, in the
+    actor thread, because a field the store cannot encode would otherwise fail the runtime's
+    whole group commit (and stop the runtime) instead of this one attempt."""
+    if not isinstance(decision, JobDecision):
+        return f"{_short_repr(decision)}, not a JobDecision"
+    if not isinstance(decision.outcome, Outcome):
+        return f"a JobDecision with outcome {_short_repr(decision.outcome)}"
+    for field in ("message", "exception_trace"):
+        value = getattr(decision, field)
+        if value is not None and not isinstance(value, str):
+            return f"a JobDecision whose {field} is {_short_repr(value)}, not text"
+    backoff = decision.backoff_ms
+    if backoff is not None and (
+        isinstance(backoff, bool) or not isinstance(backoff, int)
+        or not 0 <= backoff <= MAX_BACKOFF_MS
+    ):
+        return (f"a JobDecision with backoff_ms {_short_repr(backoff)}, not a whole number "
+                f"from 0 to {MAX_BACKOFF_MS}")
+    return None
 
 
 def _from_exception(exc: BaseException) -> JobDecision:

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import pykka
 import trio
 from loguru import logger
 
@@ -692,8 +693,9 @@ class JobManager:
         if flight is None or flight.token != result.token:
             return  # a late answer from an actor that was replaced after a timeout
         self._release(flight)
+        # Keep a progress report that came in with the result: _apply writes it first, so
+        # the finished job shows how far it got (e.g. 800/800, not the report before last).
         batch.results.append((flight, result.decision, result.raised))
-        batch.progress.pop(result.job_id, None)
 
     def _release(self, flight: _InFlight) -> None:
         del self._inflight[flight.job_id]
@@ -771,7 +773,11 @@ class JobManager:
                 await trio.to_thread.run_sync(executor.cancel, flight.ctx, job)
             except CancelNotAllowed as exc:
                 error = exc
-            except Exception as exc:
+            except (KeyboardInterrupt, trio.Cancelled):
+                raise
+            except BaseException as exc:
+                # cancel() runs on a worker thread of ours, not in the actor: whatever escapes
+                # it, SystemExit included, is a refusal, never a reason to stop the runtime.
                 error = CancelNotAllowed(
                     flight.job_id, f"{executor.name}.cancel raised {type(exc).__name__}: {exc}"
                 )
@@ -821,8 +827,6 @@ class JobManager:
         now = batch.now
         for call, prepared in batch.creates:
             out.answers.append((call, *self._apply_create(txn, prepared, now, out)))
-        for flight, decision, raised in batch.results:
-            self._apply_result(txn, flight, decision, raised, now, out)
         for job_id, progress in batch.progress.items():
             rec = txn.get(job_id)
             if rec is not None and rec["s"] == "R":
@@ -830,6 +834,8 @@ class JobManager:
                 txn.put(rec)
                 out.changed.append(job_id)
                 out.writes += 1
+        for flight, decision, raised in batch.results:
+            self._apply_result(txn, flight, decision, raised, now, out)
         for job_id in batch.cancel_marks:
             rec = txn.get(job_id)
             if rec is not None and rec["s"] == "R":
@@ -1081,11 +1087,17 @@ class JobManager:
         ref = slot.handle.actor_ref if slot.handle is not None else None
         if ref is None or slot.replacing:
             return  # the actor is down; its restart sends these
-        for attempt in slot.pending:
+        for i, attempt in enumerate(slot.pending):
             flight = self._inflight.get(attempt.job.job_id)
             if flight is not None and flight.token == attempt.token:
+                try:
+                    ref.tell(attempt)
+                except pykka.ActorDeadError:
+                    # The actor's thread died and the supervisor has not restarted it yet:
+                    # keep the rest pending; the RESTARTED event sends them to the new actor.
+                    del slot.pending[:i]
+                    return
                 flight.sent = True
-                ref.tell(attempt)
         slot.pending.clear()
 
     def _progress_from_thread(self, job_id: JobId, progress: Progress) -> None:

@@ -309,6 +309,45 @@ def _due_key(run_after_us: int, job_id: str) -> bytes:
 # --------------------------------------------------------------------------- environments
 
 
+class _TxnGate:
+    """Lets ``set_mapsize`` run only while no transaction of this process is open (LMDB's
+    rule: resizing under an open read transaction hangs or crashes the process), without a
+    global lock on the common path. The storage engine keeps the same gate."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._resizing = False
+
+    @contextlib.contextmanager
+    def txn(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if self._active == 0:
+                    self._cond.notify_all()
+
+    def exclusive(self, action: Callable[[], None]) -> None:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            while self._active:
+                self._cond.wait()
+        try:
+            action()
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
 class _SharedEnv:
     """One lmdb.Environment per path per process, shared by every JobStore on that path."""
 
@@ -316,7 +355,7 @@ class _SharedEnv:
         self.path = path
         self.env = env
         self.users = 0
-        self.resize_lock = threading.Lock()
+        self.gate = _TxnGate()
         self.jobs = env.open_db(b"jobs")
         self.status = env.open_db(b"status")
         self.keys = env.open_db(b"keys")
@@ -424,6 +463,25 @@ class StoreTxn:
             if not key.startswith(start) or len(out) >= limit:
                 break
             out.append(key[1:].decode())
+        return out
+
+    def ids_after(self, code: str, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` ids with status ``code`` that sort after ``after`` (from the start
+        when None), oldest first: a resumable walk of one status range, for batched work such
+        as job-history pruning."""
+        prefix = code.encode()
+        start = prefix + (after or "").encode()
+        out: list[str] = []
+        cur = self.txn.cursor(db=self._s.status)
+        if not cur.set_range(start):
+            return out
+        for key in cur.iternext(keys=True, values=False):
+            if not key.startswith(prefix) or len(out) >= limit:
+                break
+            job_id = key[1:].decode()
+            if after is not None and job_id <= after:
+                continue
+            out.append(job_id)
         return out
 
     def due_ids(self, now: int, limit: int) -> list[tuple[int, str]]:
@@ -591,15 +649,15 @@ class JobStore:
             try:
                 return fn()
             except lmdb.MapResizedError:
-                with self._shared.resize_lock:
-                    self.env.set_mapsize(0)
+                self._shared.gate.exclusive(lambda: self.env.set_mapsize(0))
             except lmdb.MapFullError:
-                with self._shared.resize_lock:
-                    size = self.env.info()["map_size"]
-                    self.env.set_mapsize(size * 2)
+                self._shared.gate.exclusive(self._grow)
             except lmdb.Error as exc:
                 raise StoreError(f"job store {self.path}: {exc}") from exc
         raise StoreError(f"job store {self.path}: could not grow the map")
+
+    def _grow(self) -> None:
+        self.env.set_mapsize(self.env.info()["map_size"] * 2)
 
     def write(self, fn: Callable[[StoreTxn], T], *, sync: bool = True) -> T:
         """Run ``fn`` in one write transaction and commit it (re-run whole if the map grows).
@@ -608,7 +666,7 @@ class JobStore:
         """
 
         def attempt() -> T:
-            with self.env.begin(write=True) as txn:
+            with self._shared.gate.txn(), self.env.begin(write=True) as txn:
                 stxn = StoreTxn(self._shared, txn)
                 result = fn(stxn)
                 stxn._flush_counts()
@@ -627,11 +685,23 @@ class JobStore:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[lmdb.Transaction]:
-        txn = self._retry_resized(lambda: self.env.begin(write=False, buffers=False))
+        gate = self._shared.gate
+
+        def begin() -> tuple[Any, lmdb.Transaction]:
+            entered = gate.txn()
+            entered.__enter__()
+            try:
+                return entered, self.env.begin(write=False, buffers=False)
+            except BaseException:
+                entered.__exit__(None, None, None)
+                raise
+
+        entered, txn = self._retry_resized(begin)
         try:
             yield txn
         finally:
             txn.abort()
+            entered.__exit__(None, None, None)
 
     # -- reads
     def get_record(self, job_id: str) -> dict[str, Any] | None:

@@ -111,12 +111,6 @@ async def test_executor_thread_death_fails_the_attempt_and_restarts_the_actor(
     report(TESTS, thread_deaths=2, healthy_jobs_served=served)
 
 
-@pytest.mark.xfail(
-    reason="fault: the next attempt is told to the dead actor before the supervisor restarts "
-    "it; pykka raises ActorDeadError in the loop and the runtime stops; see "
-    "/tmp/patches/rel-3.diff",
-    strict=True,
-)
 async def test_executor_thread_death_with_a_busy_type(
     tmp_path: Path, clock: trio.testing.MockClock
 ) -> None:
@@ -171,11 +165,6 @@ async def test_executor_raising_in_cancel_refuses_and_keeps_running(
     report(TESTS, cancel_raised=1, healthy_jobs_served=served)
 
 
-@pytest.mark.xfail(
-    reason="fault: a BaseException (SystemExit) escaping JobExecutor.cancel crashes the whole "
-    "runtime; see /tmp/patches/rel-1.diff",
-    strict=True,
-)
 async def test_executor_raising_systemexit_in_cancel_does_not_kill_the_runtime(
     tmp_path: Path, clock: trio.testing.MockClock, gate: threading.Event
 ) -> None:
@@ -268,12 +257,6 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.xfail(
-    reason="fault: a JobDecision whose fields are garbage (bytes/int message, float or text "
-    "backoff, foreign outcome, a 10**30 ms backoff) crashes the runtime's write transaction and stops the whole "
-    "runtime; see /tmp/patches/rel-2.diff",
-    strict=True,
-)
 async def test_executor_returning_a_malformed_decision_is_a_failed_attempt(
     tmp_path: Path, clock: trio.testing.MockClock
 ) -> None:
