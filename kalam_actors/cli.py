@@ -576,6 +576,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kalam-actors`` (its ``--help`` documents the exit codes)."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -605,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Staged, and said so as it happens: the engine's clock jumps two hours ahead "
             "(so soft deletes and stream rows age), and one transient fault is injected into "
             "the first flush (so a retry is seen). The log goes to DIR/demo.log."))
-    demo.add_argument("--rows", type=int, default=4000, help="sample rows in all (default 4000)")
+    demo.add_argument("--rows", type=_count, default=4000, metavar="N",
+                      help="sample rows in all (default 4000)")
     demo.add_argument("--view", choices=("auto", "live", "plain"), default="auto",
                       help="live progress bars, or plain lines (auto: live on a terminal)")
     demo.add_argument("--keep", action="store_true",
@@ -683,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--type", action="append", metavar="T",
                          help="only these job types (repeat or comma-separate)")
     filters.add_argument("--prefix", default=None, metavar="P", help="job ids starting with P")
-    filters.add_argument("--limit", type=int, default=100, metavar="N",
+    filters.add_argument("--limit", type=_count, default=100, metavar="N",
                          help="the latest N jobs (default 100; 0 for all)")
     filters.add_argument("--newest-first", action="store_true", help="newest job first")
 
@@ -716,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
                              formatter_class=fmt, epilog=EPILOG)
     jw.add_argument("--interval", type=_positive_float, default=0.5, metavar="S",
                     help="refresh period (default 0.5 s)")
-    jw.add_argument("--limit", type=int, default=20, metavar="N",
+    jw.add_argument("--limit", type=_count, default=20, metavar="N",
                     help="show the latest N jobs and every active one (default 20)")
     jw.add_argument("--view", choices=("auto", "live", "plain"), default="auto")
     jw.add_argument("--until-idle", action="store_true",

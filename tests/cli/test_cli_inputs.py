@@ -78,6 +78,8 @@ def test_help_documents_layout_and_exit_codes(cli: Any) -> None:
 def test_no_command_and_unknown_option_are_usage_errors(cli: Any) -> None:
     assert cli().returncode == 2
     assert cli("jobs", "list", "--bogus").returncode == 2
+    negative = cli("jobs", "list", "--limit", "-1")
+    assert negative.returncode == 2 and "must be >= 0" in negative.stderr
 
 
 @pytest.mark.parametrize("args", [
