@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import fcntl
 import importlib
-import json
 import os
 import signal
 import sys
@@ -782,6 +781,3 @@ def main(argv: Sequence[str] | None = None, *, configure_logging: bool = True) -
         args._err_console.print(f"kalam-actors: {label}: {text}", markup=False,
                                 highlight=False, soft_wrap=True)
         return code
-    except json.JSONDecodeError as exc:  # pragma: no cover - params are parsed by the store
-        args._err_console.print(f"kalam-actors: error: bad JSON: {exc}", markup=False)
-        return EXIT_USAGE
