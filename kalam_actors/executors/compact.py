@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from ..executor import JobExecutor
 from ..ids import JobType
 from ..model import JobDecision
-from ..storage.errors import OperationCancelled
+from ..storage.errors import OperationCancelled, SegmentsChanged
 from ..storage.interface import SegmentInfo, StorageEngine
 from . import _params as p
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["CompactExecutor", "plan_groups"]
 
 DEFAULT_TARGET_MB: Final = 128
+# Retention and eviction may rewrite segments while a compaction plans; re-plan this often.
+REPLANS: Final = 3
 
 
 def plan_groups(segments: Sequence[SegmentInfo], target_bytes: int) -> list[list[str]]:
@@ -75,20 +77,29 @@ class CompactExecutor(JobExecutor):
         found = p.table_or_decision(ctx, engine, ns, table, kind)
         if isinstance(found, JobDecision):
             return found
-        segments = engine.segments(ns, table)
-        groups = plan_groups(segments, int(target_mb * 1024 * 1024))
-        if not groups:
-            message = (f"nothing to compact in {ns}:{table}: {len(segments)} segments, no two "
-                       f"small ones fit together under {target_mb:g} MiB")
-            ctx.log_info(message)
-            return JobDecision.skipped(message)
-        ctx.log_info(f"compacting {sum(map(len, groups))} segments of {ns}:{table} into "
-                     f"{len(groups)}")
-        ctx.report_progress(0, 1, f"merging {len(groups)} groups")
-        try:
-            result = engine.merge_segments(ns, table, groups, cancelled=lambda: ctx.cancelled)
-        except OperationCancelled:
-            return p.cancelled_decision(ctx, "compaction stopped before its swap; nothing changed")
+        for _ in range(REPLANS):
+            segments = engine.segments(ns, table)
+            groups = plan_groups(segments, int(target_mb * 1024 * 1024))
+            if not groups:
+                message = (f"nothing to compact in {ns}:{table}: {len(segments)} segments, no "
+                           f"two small ones fit together under {target_mb:g} MiB")
+                ctx.log_info(message)
+                return JobDecision.skipped(message)
+            ctx.log_info(f"compacting {sum(map(len, groups))} segments of {ns}:{table} into "
+                         f"{len(groups)}")
+            ctx.report_progress(0, 1, f"merging {len(groups)} groups")
+            try:
+                result = engine.merge_segments(ns, table, groups,
+                                               cancelled=lambda: ctx.cancelled)
+                break
+            except OperationCancelled:
+                return p.cancelled_decision(ctx,
+                                            "compaction stopped before its swap; nothing changed")
+            except SegmentsChanged as exc:
+                ctx.log_info(f"{exc}: another job rewrote segments meanwhile; planning again")
+        else:
+            return JobDecision.retry(
+                f"segments of {ns}:{table} kept changing under compaction ({REPLANS} plans)")
         ctx.report_progress(1, 1, "segments swapped")
         message = (f"compacted {result.files_in} files into {result.files_out} in {ns}:{table} "
                    f"({result.rows_in} -> {result.rows_out} rows, "

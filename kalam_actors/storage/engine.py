@@ -47,6 +47,7 @@ from .errors import (
     InvalidName,
     OperationCancelled,
     RowNotFound,
+    SegmentsChanged,
     StorageError,
     TableExists,
     TableNotFound,
@@ -1157,7 +1158,7 @@ class Engine:
             segs = []
             for sid in group:
                 if sid not in manifest:
-                    raise StorageError(f"{info.table_id} has no segment {sid!r}")
+                    raise SegmentsChanged(f"{info.table_id} has no segment {sid!r}")
                 if sid in seen:
                     raise StorageError(f"segment {sid} appears in two merge groups")
                 seen.add(sid)

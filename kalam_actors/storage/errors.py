@@ -13,6 +13,7 @@ __all__ = [
     "InvalidName",
     "OperationCancelled",
     "RowNotFound",
+    "SegmentsChanged",
     "SimulatedCrash",
     "StorageError",
     "TableExists",
@@ -82,6 +83,12 @@ class UserStillOwnsData(StorageError):
 
 class CorruptSegment(StorageError):
     """Raised when a data file is not a readable segment of the expected schema."""
+
+
+class SegmentsChanged(StorageError):
+    """Raised when an operation names segments the manifest no longer holds: another job
+    (retention, eviction, a compaction) rewrote them since the caller listed them. Nothing was
+    changed; list the segments again and re-plan."""
 
 
 class OperationCancelled(StorageError):

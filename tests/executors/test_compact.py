@@ -89,3 +89,42 @@ def test_user_segments_merge_only_with_their_own(engine: Engine) -> None:
     run_job(CompactExecutor(), table_params("users", "User"), engine)
     assert sorted(s.user_id for s in engine.segments(NS, "users")) == ["u1", "u2"]
     assert engine.scan(NS, "users") == before
+
+
+class _RewritesAfterListing:
+    """The engine, except that right after the executor lists segments another job rewrites
+    them (as a retention running beside the compaction does)."""
+
+    def __init__(self, engine: Engine, rewrites: int) -> None:
+        self._engine = engine
+        self.rewrites = rewrites
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def segments(self, ns: str, table: str) -> Any:
+        listed = self._engine.segments(ns, table)
+        if self.rewrites:
+            self.rewrites -= 1
+            self._engine.merge_segments(ns, table, [[s.segment_id for s in listed[:2]]])
+        return listed
+
+
+def test_segments_rewritten_meanwhile_are_planned_again(layered: Engine) -> None:
+    before = layered.scan(NS, "items")
+    racing = _RewritesAfterListing(layered, rewrites=1)
+    decision, _ = run_job(CompactExecutor(), table_params("items", "Shared"), racing)
+    assert decision.outcome is Outcome.COMPLETED, decision.message
+    assert layered.scan(NS, "items") == before
+    assert [s.rows for s in layered.segments(NS, "items")] == [10]
+
+
+def test_segments_that_keep_changing_end_in_a_retry(layered: Engine) -> None:
+    before = layered.scan(NS, "items")
+    for _ in range(2):
+        layered.insert_many(NS, "items", [{"id": 20, "r": "x"}])
+        layered.flush_table(NS, "items")
+    racing = _RewritesAfterListing(layered, rewrites=3)
+    decision, _ = run_job(CompactExecutor(), table_params("items", "Shared"), racing)
+    assert decision.outcome is Outcome.RETRY and "kept changing" in (decision.message or "")
+    assert layered.scan(NS, "items") == [*before, {"id": 20, "r": "x"}]
