@@ -295,7 +295,8 @@ class FlushSchedule(_TableSchedule):
                 last = last_slot(name)
                 if last is None or hot.min_seq > last:
                     out.append(ScheduledJob(name, hot.min_seq, JobType.FLUSH, params, key))
-                    continue  # one flush covers both rules
+            # When both rules are due, the runtime creates the first and records the second's
+            # slot as skipped (the key is taken in the same transaction): one flush covers both.
             if interval_slot is not None:
                 out.append(ScheduledJob(interval_name, interval_slot, JobType.FLUSH, params, key))
         return out

@@ -321,3 +321,19 @@ async def test_per_table_options_on_the_engine_win_and_bad_ones_are_skipped(
         flushes = jobs_of(manager.store, JobType.FLUSH)
     assert [(j.params["table_name"], j.created_at) for j in flushes] == [("t", at(1))]
     assert sum("maintenance of app:bad is off" in line for line in log_lines) == 1
+
+
+async def test_both_flush_rules_due_at_once_make_one_flush(
+    tmp_path: Path, engine: Any, wall: Wall, vclock: Any,
+) -> None:
+    engine.create_table("app", "t", "Shared")
+    engine.insert_many("app", "t", [{"id": i} for i in range(30)])
+    policy = MaintenancePolicy(default=TablePolicy(flush_row_limit=20, flush_interval_s=60))
+    async with open_runtime(tmp_path, engine, [FlushSchedule(engine, policy)]) as manager:
+        start = trio.current_time()
+        await trio.sleep_until(start + 1.5)
+        engine.insert_many("app", "t", [{"id": i} for i in range(30, 35)])
+        await trio.sleep_until(start + 59.5)  # the interval slot [0, 60) was used at 1 s
+        flushes = jobs_of(manager.store, JobType.FLUSH)
+        assert manager.store.last_slot("flush-interval:app:t") is not None
+    assert [j.created_at for j in flushes] == [at(1)]
