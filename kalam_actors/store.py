@@ -747,10 +747,10 @@ class JobStore:
             count += 1
 
     def _prefixes(self, f: JobFilter) -> list[str]:
-        types = f.job_types()
+        """The id prefixes to range over: one per job type (ids sort by type first, so a
+        listing in creation order merges the types' ranges by the time-ordered suffix)."""
+        types = f.job_types() or tuple(JobType)
         id_prefix = f.job_id_prefix or ""
-        if types is None:
-            return [id_prefix]
         out = []
         for t in types:
             full = t.prefix + "-"
@@ -801,9 +801,10 @@ class JobStore:
 
     @staticmethod
     def _merge(iters: list[Iterator[bytes]], reverse: bool) -> Iterator[bytes]:
+        """Merge per-type id ranges into creation order (by the suffix after ``XX-``)."""
         if len(iters) == 1:
             return iters[0]
-        return heapq.merge(*iters, reverse=reverse)
+        return heapq.merge(*iters, key=_suffix, reverse=reverse)
 
     @staticmethod
     def _range_ids(
@@ -991,6 +992,10 @@ def _builtin_validators() -> dict[JobType, JobExecutor]:
     except ImportError:
         return {}
     return {e.job_type: e for e in builtin_executors()}
+
+
+def _suffix(job_id: bytes) -> bytes:
+    return job_id[3:]
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:

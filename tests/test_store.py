@@ -155,18 +155,22 @@ def test_json_text_parameters_are_kept_as_json_text() -> None:
 
 
 def test_listing_by_status_type_and_prefix_uses_creation_order(store: JobStore) -> None:
-    fl = [store.create_job(JobType.FLUSH, {"i": i}) for i in range(3)]
     co = [store.create_job(JobType.COMPACT, {"i": i}) for i in range(2)]
+    fl = [store.create_job(JobType.FLUSH, {"i": i}) for i in range(3)]
     store.cancel_job(fl[1])
-    assert [j.job_id for j in store.list_jobs()] == sorted(fl + co)
+    # Creation order across types, although "CO-" sorts before "FL-" as text.
+    by_time = co + fl
+    assert [j.job_id for j in store.list_jobs()] == by_time
     assert [j.job_id for j in store.list_jobs(JobFilter(job_id_prefix="FL-"))] == fl
     assert [j.job_id for j in store.list_jobs(JobFilter(job_type=JobType.COMPACT))] == co
     new = store.list_jobs(JobFilter(status=JobStatus.NEW, job_type=JobType.FLUSH))
     assert [j.job_id for j in new] == [fl[0], fl[2]]
-    both = store.list_jobs(JobFilter(status=[JobStatus.NEW, JobStatus.CANCELLED], limit=2))
-    assert [j.job_id for j in both] == sorted(fl + co)[:2]
-    newest = store.list_jobs(JobFilter(newest_first=True, limit=2))
-    assert [j.job_id for j in newest] == sorted(fl + co, reverse=True)[:2]
+    both = store.list_jobs(JobFilter(status=[JobStatus.NEW, JobStatus.CANCELLED], limit=3))
+    assert [j.job_id for j in both] == by_time[:3]
+    newest = store.list_jobs(JobFilter(newest_first=True, limit=4))
+    assert [j.job_id for j in newest] == by_time[::-1][:4]
+    late = [j.job_id for j in store.list_jobs(JobFilter(job_id_prefix="F"))]
+    assert late == fl
     by_key = store.list_jobs(JobFilter(job_type=[JobType.FLUSH, JobType.COMPACT],
                                        status=JobStatus.CANCELLED))
     assert [j.job_id for j in by_key] == [fl[1]]
