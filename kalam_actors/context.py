@@ -9,7 +9,7 @@ from typing import Any
 
 from loguru import logger
 
-from .ids import JobId, JobType
+from .ids import JobId
 from .model import Job, Progress
 
 __all__ = ["JobContext", "job_logger"]

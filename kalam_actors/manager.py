@@ -68,7 +68,6 @@ from .model import (
 )
 from .schedules import Schedule, ScheduledJob
 from .store import (
-    CODE,
     STATUS_OF,
     JobStore,
     StoreTxn,
@@ -1267,15 +1266,14 @@ async def open_job_manager(
                 schedules=list(schedules),
                 token=_TOKEN,
             )
-            async with _unwrap_runtime_errors():
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(manager._run)
-                    try:
-                        yield manager
-                    finally:
-                        with trio.CancelScope(shield=True):
-                            await manager._shutdown()
-                        nursery.cancel_scope.cancel()
+            async with _unwrap_runtime_errors(), trio.open_nursery() as nursery:
+                await nursery.start(manager._run)
+                try:
+                    yield manager
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await manager._shutdown()
+                    nursery.cancel_scope.cancel()
         finally:
             store.close()
     finally:

@@ -68,8 +68,9 @@ class JobStatus(enum.Enum):
         """
         if isinstance(text, JobStatus):
             return text
+        wanted = text.lower() if isinstance(text, str) else None
         for status in cls:
-            if isinstance(text, str) and text.lower() in (status.value.lower(), status.name.lower()):
+            if wanted in (status.value.lower(), status.name.lower()):
                 return status
         known = ", ".join(s.value for s in cls)
         raise InvalidParams(f"unknown job status {text!r}; known statuses: {known}", field="status")

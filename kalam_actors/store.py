@@ -58,7 +58,7 @@ from .model import (
     truncate_tail,
 )
 
-__all__ = ["SCHEMA_VERSION", "JobStore", "StoreTxn", "parse_params", "check_idempotency_key"]
+__all__ = ["SCHEMA_VERSION", "JobStore", "StoreTxn", "check_idempotency_key", "parse_params"]
 
 SCHEMA_VERSION: Final = 1
 MAX_PARAMS_BYTES: Final = 1 << 20
@@ -265,7 +265,9 @@ def decode_record(job_id: str, raw: bytes) -> dict[str, Any]:
         if isinstance(version, int) and 0 < version < SCHEMA_VERSION:
             rec = _upgrade(rec)
         else:
-            raise CorruptRecord(job_id, f"schema version {version!r}; this code reads {SCHEMA_VERSION}")
+            raise CorruptRecord(
+                job_id, f"schema version {version!r}; this code reads {SCHEMA_VERSION}"
+            )
     if rec.get("id") != job_id or rec.get("s") not in STATUS_OF:
         raise CorruptRecord(job_id, "record does not describe this job")
     return rec
@@ -561,7 +563,9 @@ class StoreTxn:
         """Remove a terminal record and its index entries (job history pruning)."""
         job_id = rec["id"]
         if rec["s"] in ACTIVE_CODES:
-            raise InvalidTransition(job_id, STATUS_OF[rec["s"]], None, "cannot delete an active job")
+            raise InvalidTransition(
+                job_id, STATUS_OF[rec["s"]], None, "cannot delete an active job"
+            )
         self.txn.delete(job_id.encode(), db=self._s.jobs)
         self.txn.delete((rec["s"] + job_id).encode(), db=self._s.status)
         self._count(rec["s"], job_id, -1)
@@ -739,12 +743,10 @@ class JobStore:
         prefixes = self._prefixes(f)
         statuses = f.statuses()
         records = self._iter_filtered(f, prefixes, statuses)
-        count = 0
-        for rec in records:
+        for count, rec in enumerate(records):
             if limit is not None and count >= limit:
                 return
             yield rec
-            count += 1
 
     def _prefixes(self, f: JobFilter) -> list[str]:
         """The id prefixes to range over: one per job type (ids sort by type first, so a
@@ -945,7 +947,8 @@ class JobStore:
             status = STATUS_OF[rec["s"]]
             if status.is_terminal:
                 raise InvalidTransition(
-                    job_id, status, JobStatus.CANCELLED, f"Cannot cancel job in status {status.value}"
+                    job_id, status, JobStatus.CANCELLED,
+                    f"Cannot cancel job in status {status.value}",
                 )
             if status is JobStatus.RUNNING:
                 validator = self._validator(JobId(job_id).job_type)

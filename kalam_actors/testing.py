@@ -13,7 +13,7 @@ from .context import JobContext
 from .ids import JobId, JobType
 from .model import Job, JobStatus, Progress
 
-__all__ = ["ContextRecorder", "make_job", "make_context"]
+__all__ = ["ContextRecorder", "make_context", "make_job"]
 
 
 def make_job(job_type: JobType, params: dict[str, Any], **fields: Any) -> Job:

@@ -384,9 +384,10 @@ def test_blocking_facade_from_threads(path: Path) -> None:
 
 
 def test_blocking_facade_raises_start_errors(path: Path) -> None:
-    with pytest.raises(InvalidParams, match="max_concurrent"):
-        with start_job_manager(path, executors=[ScriptedExecutor()], max_concurrent=0):
-            pass
+    with pytest.raises(InvalidParams, match="max_concurrent"), start_job_manager(
+        path, executors=[ScriptedExecutor()], max_concurrent=0
+    ):
+        pass
 
 
 async def test_statistics_count_by_status_and_type(path: Path, vclock: object) -> None:
