@@ -43,6 +43,7 @@ from .actors import Attempt, AttemptResult, ExecutorActor
 from .context import JobContext
 from .errors import (
     CancelNotAllowed,
+    CorruptRecord,
     IdempotentConflict,
     InvalidParams,
     InvalidTransition,
@@ -194,7 +195,7 @@ class _Applied:
     started: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     changed: list[str] = dataclasses.field(default_factory=list)
     cancel_requests: list[str] = dataclasses.field(default_factory=list)
-    more_to_admit: bool = False
+    again: bool = False  # more admitting or dispatching to do: tick once more
     next_due: int | None = None
     writes: int = 0
 
@@ -547,8 +548,10 @@ class JobManager:
             nonlocal failed, retried, cancelled
             ids = txn.first_ids("R", "", RECOVERY_BATCH)
             for job_id in ids:
-                rec = txn.require(job_id)
+                rec = _readable(txn, job_id, "R")
                 executor = self._executors.get(JobId(job_id).job_type)
+                if rec is None:
+                    continue
                 if rec["cr"]:
                     txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
                     cancelled += 1
@@ -593,7 +596,9 @@ class JobManager:
         """Move New jobs to Queued; True if more remain."""
         ids = txn.first_ids("N", "", ADMIT_BATCH)
         for job_id in ids:
-            txn.move(txn.require(job_id), JobStatus.QUEUED, now)
+            rec = _readable(txn, job_id, "N")
+            if rec is not None:
+                txn.move(rec, JobStatus.QUEUED, now)
         return len(ids) == ADMIT_BATCH
 
     # ------------------------------------------------------------------ the loop
@@ -827,7 +832,9 @@ class JobManager:
         for call, prepared in batch.creates:
             out.answers.append((call, *self._apply_create(txn, prepared, now, out)))
         for job_id, progress in batch.progress.items():
-            rec = txn.get(job_id)
+            rec = None
+            with contextlib.suppress(CorruptRecord):  # its result will say so
+                rec = txn.get(job_id)
             if rec is not None and rec["s"] == "R":
                 rec["pg"] = [progress.done, progress.total, progress.note]
                 txn.put(rec)
@@ -854,7 +861,7 @@ class JobManager:
         for job, prepared in batch.scheduled:
             self._apply_scheduled(txn, job, prepared, now, out)
         if batch.admit:
-            out.more_to_admit = self._admit(txn, now)
+            out.again = self._admit(txn, now)
             out.cancel_requests = txn.cancel_requests(1000)
         if batch.free:
             self._apply_dispatch(txn, batch, now, out)
@@ -923,7 +930,12 @@ class JobManager:
         now: int,
         out: _Applied,
     ) -> None:
-        rec = txn.get(flight.job_id)
+        try:
+            rec = txn.get(flight.job_id)
+        except CorruptRecord as exc:
+            logger.error(f"[{flight.job_id}] {exc}; its result cannot be recorded")
+            txn.quarantine(flight.job_id, "R")
+            return
         if rec is None or rec["s"] != "R":
             return  # cancelled from outside, or deleted: nothing to record
         outcome = decision.outcome
@@ -971,7 +983,10 @@ class JobManager:
     def _apply_cancel(
         self, txn: StoreTxn, job_id: str, now: int, out: _Applied
     ) -> tuple[Any, BaseException | None]:
-        rec = txn.get(job_id)
+        try:
+            rec = txn.get(job_id)
+        except CorruptRecord as exc:
+            return None, exc
         if rec is None:
             return None, JobNotFound(job_id)
         status = STATUS_OF[rec["s"]]
@@ -990,26 +1005,31 @@ class JobManager:
     def _apply_dispatch(self, txn: StoreTxn, batch: _Batch, now: int, out: _Applied) -> None:
         free = batch.free
         capacity = dict(batch.capacity)
-        chosen: list[str] = []
+        chosen: list[tuple[str, str, int | None]] = []
         # Due retries first: they are older work.
-        for _, job_id in txn.due_ids(now, free * 4):
+        for due, job_id in txn.due_ids(now, free * 4):
             prefix = job_id[:2]
             if len(chosen) < free and capacity.get(prefix, 0) > 0:
                 capacity[prefix] -= 1
-                chosen.append(job_id)
+                chosen.append((job_id, "Y", due))
         free -= len(chosen)
         if free > 0:
+            # Per-type ranges, merged into creation order by the time-ordered id suffix.
             candidates = heapq.merge(
                 *(txn.first_ids("Q", prefix + "-", min(room, free))
-                  for prefix, room in capacity.items() if room > 0)
+                  for prefix, room in capacity.items() if room > 0),
+                key=lambda job_id: job_id[3:],
             )
             for job_id in candidates:
                 if free <= 0:
                     break
-                chosen.append(job_id)
+                chosen.append((job_id, "Q", None))
                 free -= 1
-        for job_id in chosen:
-            rec = txn.require(job_id)
+        for job_id, code, due in chosen:
+            rec = _readable(txn, job_id, code, due)
+            if rec is None:
+                out.again = True  # its slot is still free for the next job in line
+                continue
             txn.move(rec, JobStatus.RUNNING, now, m=None, pg=None)
             out.started.append(rec)
             out.changed.append(job_id)
@@ -1041,7 +1061,7 @@ class JobManager:
             self._start_attempt(rec)
         for job_id in applied.cancel_requests:
             self._cancel_requested_elsewhere(job_id)
-        if applied.more_to_admit:
+        if applied.again:
             self._inbox_send.send_nowait(("tick",))
         if applied.next_due != self._next_due_us or self._deadlines:
             self._next_due_us = applied.next_due
@@ -1162,6 +1182,19 @@ class JobManager:
 
 
 _TOKEN: Final = object()
+
+
+def _readable(
+    txn: StoreTxn, job_id: str, code: str, due: int | None = None
+) -> dict[str, Any] | None:
+    """The record an index points at, or None after taking a damaged one out of the indexes:
+    one unreadable record must not stop the runtime (reading it still names the damage)."""
+    try:
+        return txn.require(job_id)
+    except CorruptRecord as exc:
+        logger.error(f"[{job_id}] {exc}; taken out of the work queues, the record is kept")
+        txn.quarantine(job_id, code, due)
+        return None
 
 
 def _wall_now_us() -> int:

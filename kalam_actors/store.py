@@ -578,6 +578,15 @@ class StoreTxn:
     def put_slot(self, name: str, slot: int) -> None:
         self.txn.put(b"sched:" + name.encode(), str(slot).encode(), db=self._s.meta)
 
+    def quarantine(self, job_id: str, code: str, due: int | None = None) -> None:
+        """Take an unreadable record out of the status (and due) index so work goes on; the
+        record stays, and ``meta`` remembers it under ``quarantine:<id>``."""
+        self.txn.delete((code + job_id).encode(), db=self._s.status)
+        if due is not None:
+            self.txn.delete(_due_key(due, job_id), db=self._s.due)
+        self.txn.put(b"quarantine:" + job_id.encode(), code.encode(), db=self._s.meta)
+        self._count(code, job_id, -1)
+
     def cancel_requests(self, limit: int) -> list[str]:
         cur = self.txn.cursor(db=self._s.cancels)
         out: list[str] = []
@@ -842,7 +851,7 @@ class JobStore:
             for key, raw in txn.cursor(db=self._shared.counts):
                 value = int.from_bytes(raw, "big", signed=True)
                 code, prefix = key[:1].decode(), key[1:].decode()
-                if value and code in STATUS_OF and prefix in _TYPE_OF_PREFIX:
+                if value > 0 and code in STATUS_OF and prefix in _TYPE_OF_PREFIX:
                     out[(STATUS_OF[code], _TYPE_OF_PREFIX[prefix])] = value
         return out
 
