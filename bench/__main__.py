@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from ._common import WORK
-from ._runner import ROOT, median_of, repeat, run_child, summarize_profile
+from ._runner import ROOT, median_of, repeat, repeat_pair, run_child, summarize_profile
 
 HERE = Path(__file__).resolve().parent
 X = "\u00d7"  # the multiplication sign, for ratios
@@ -71,10 +71,9 @@ QUICK: dict[str, Any] = dict(runs=1, n_jobs=4_000, n_sqlite=300, latency_s=1.0, 
 
 
 def b1(cfg: Config, state: dict[str, Any]) -> list[Row]:
-    ours = repeat("jobs", "noop_throughput", {"n": cfg.n_jobs, "durable": True}, cfg.runs,
-                  cfg.log)
-    peer = repeat("peer", "noop_throughput", {"n": cfg.n_sqlite, "kind": "sqlite"}, cfg.runs,
-                  cfg.log)
+    ours, peer = repeat_pair(
+        ("jobs", "noop_throughput", {"n": cfg.n_jobs, "durable": True}),
+        ("peer", "noop_throughput", {"n": cfg.n_sqlite, "kind": "sqlite"}), cfg.runs, cfg.log)
     o, p = median_of(ours, "rate"), median_of(peer, "rate")
     state["b1"] = o
     ratio = o / p
@@ -87,7 +86,8 @@ def b1(cfg: Config, state: dict[str, Any]) -> list[Row]:
         f"CPU time of the process per job (all threads): "
         f"{median_of(ours, 'cpu_us_per_job'):.0f} µs. "
         f"Peer: SqliteHuey(fsync=True, WAL), 2 thread workers in-process, {cfg.n_sqlite} tasks "
-        f"enqueued one by one while the consumer runs. Median of {cfg.runs} runs each.",
+        f"enqueued one by one while the consumer runs. Median of {cfg.runs} runs each, ours "
+        f"and the peer's alternating.",
         ratio,
         {"ours_runs": [r["rate"] for r in ours], "peer_runs": [r["rate"] for r in peer],
          "writes_per_commit": median_of(ours, "writes_per_commit")},
@@ -95,17 +95,16 @@ def b1(cfg: Config, state: dict[str, Any]) -> list[Row]:
 
 
 def b2(cfg: Config, state: dict[str, Any]) -> list[Row]:
-    ours = repeat("jobs", "noop_throughput", {"n": cfg.n_jobs, "durable": False}, cfg.runs,
-                  cfg.log)
-    peer = repeat("peer", "noop_throughput", {"n": cfg.n_jobs, "kind": "memory"}, cfg.runs,
-                  cfg.log)
+    ours, peer = repeat_pair(
+        ("jobs", "noop_throughput", {"n": cfg.n_jobs, "durable": False}),
+        ("peer", "noop_throughput", {"n": cfg.n_jobs, "kind": "memory"}), cfg.runs, cfg.log)
     o, p = median_of(ours, "rate"), median_of(peer, "rate")
     state["b2_peer"] = p
     return [Row(
         "B2", "no-op jobs/s, durable=False", o, p, "jobs/s", f"≥ 1.0{X} MemoryHuey", o >= p,
         f"As B1 with durable=False (commits not fsynced; CPU per job "
         f"{median_of(ours, 'cpu_us_per_job'):.0f} µs). Peer: MemoryHuey, 2 thread workers, "
-        f"{cfg.n_jobs} tasks. Median of {cfg.runs} runs each.",
+        f"{cfg.n_jobs} tasks. Median of {cfg.runs} runs each, alternating with the peer's.",
         o / p,
         {"ours_runs": [r["rate"] for r in ours], "peer_runs": [r["rate"] for r in peer]},
     )]

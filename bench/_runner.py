@@ -56,6 +56,21 @@ def repeat(module: str, func: str, kwargs: dict[str, Any], runs: int,
     return out
 
 
+def repeat_pair(a: tuple[str, str, dict[str, Any]], b: tuple[str, str, dict[str, Any]],
+                runs: int, log: Any = print) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run two measurements alternately (a, b, a, b, …): on a machine whose load changes from
+    minute to minute, both sides of a ratio then see the same conditions."""
+    out_a: list[dict[str, Any]] = []
+    out_b: list[dict[str, Any]] = []
+    for i in range(runs):
+        for spec, out in ((a, out_a), (b, out_b)):
+            module, func, kwargs = spec
+            r = run_child(module, func, kwargs)
+            log(f"    {module}.{func}{_short(kwargs)} run {i + 1}/{runs}: {_brief(r)}")
+            out.append(r)
+    return out_a, out_b
+
+
 def median_of(results: Sequence[dict[str, Any]], key: str) -> float:
     values = [r[key] for r in results if r.get(key) is not None]
     return float(statistics.median(values)) if values else float("nan")
