@@ -159,7 +159,7 @@ def b5(cfg: Config, state: dict[str, Any]) -> list[Row]:
     how = (f"Store of {cfg.b5_big:,} Completed + 10,000 Queued jobs (every Queued job holds an "
            f"idempotency key), written directly with StoreTxn.insert and cached in bench/.work; "
            f"compared with {cfg.b5_small:,} + 10,000. Median µs per call of 2,000 calls "
-           f"(100 for the listing), JobStore API from a separate process than any runtime; "
+           f"(100 for the listing), JobStore API in a process running no runtime; "
            f"median of {runs} runs.")
     specs = [
         ("list_queued_100_us", "list_jobs(status=Queued, limit=100)", 5000.0, "≤ 5 ms"),
