@@ -55,13 +55,17 @@ class KillHarness:
 
     # ----------------------------------------------------------------- the child
 
-    def start(self, *, drain: bool = False, timeout: float = 60.0) -> None:
+    def start(self, *, drain: bool = False, timeout: float = 60.0,
+              stop_at: str | None = None) -> None:
         """Start the child and wait for its READY line (printed once recovery is done)."""
         args = [sys.executable, str(CHILD), str(self.store_path), str(self.journal),
                 str(self.runs), str(self.seed * 1000 + self.cycles)]
         if drain:
             args.append("--drain")
         env = dict(os.environ, RELIABILITY_ENGINE="1" if self.engine else "0")
+        env.pop("RELIABILITY_STOP_AT", None)
+        if stop_at is not None:
+            env["RELIABILITY_STOP_AT"] = stop_at
         self.stderr_path = self.root / f"child-{self.cycles}.err"
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=env)
@@ -146,6 +150,33 @@ class KillHarness:
         time.sleep(delay)  # the random kill moment: what the test is about
         self.kill()
         self.check()
+
+    def cycle_at(self, spec: str, timeout: float = 60.0) -> None:
+        """One cycle killed exactly when the engine reaches a fault point (see kill_child)."""
+        self.start(stop_at=spec)
+        self.expect_line(f"AT {spec}", timeout)
+        self.kill()
+        self.check()
+
+    def cycle_when(self, moment: Callable[[dict[str, Any]], bool], what: str,
+                   timeout: float = 30.0) -> bool:
+        """One cycle killed as soon as ``moment(records)`` holds for the store (polled), or
+        at the deadline. Returns whether the moment was caught."""
+        self.start()
+        store = self.open_store()
+        deadline = time.monotonic() + timeout
+        caught = False
+        while time.monotonic() < deadline:
+            with store._read() as txn:
+                records = {k.decode(): v for k, v in txn.cursor(db=store._shared.jobs)}
+            if moment(records):
+                caught = True
+                break
+            time.sleep(0.001)
+        self.kill()
+        self.check()
+        self.figures[f"moment:{what}"] += int(caught)
+        return caught
 
     # ----------------------------------------------------------------- the checks
 

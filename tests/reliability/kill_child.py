@@ -70,6 +70,30 @@ def open_engine(store: Path) -> object:
     return Engine.open(store / "engine")
 
 
+def stop_at(engine: object, spec: str) -> None:
+    """``RELIABILITY_STOP_AT=[function:]point``: the first time the engine reaches the fault
+    point (inside ``function``, e.g. ``merge_segments``), print ``AT <spec>`` and hang there,
+    so that the parent kills the process at exactly that moment."""
+    import time
+
+    function, _, point = spec.rpartition(":")
+    fired = []
+
+    def hook() -> None:
+        frame = sys._getframe(1)
+        names = set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        if fired or (function and function not in names):
+            return
+        fired.append(True)
+        print(f"AT {spec}", flush=True)
+        time.sleep(3600)
+
+    engine.faults.set(point, hook)  # type: ignore[attr-defined]
+
+
 def ensure_tables(engine: object) -> None:
     from kalam_actors.storage.errors import TableExists
 
@@ -178,6 +202,8 @@ async def main(store: Path, journal_path: str, runs_path: str, seed: int, mode: 
     if with_engine:
         engine = open_engine(store)
         ensure_tables(engine)
+        if os.environ.get("RELIABILITY_STOP_AT"):
+            stop_at(engine, os.environ["RELIABILITY_STOP_AT"])
         executors += engine_executors(engine)
     async with open_job_manager(
         store,
