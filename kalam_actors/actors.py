@@ -20,7 +20,7 @@ from .context import JobContext
 from .executor import JobExecutor
 from .model import Job, JobDecision, Outcome
 
-__all__ = ["Attempt", "AttemptResult", "ExecutorActor", "ExecutorThreadDied"]
+__all__ = ["Attempt", "AttemptResult", "Attempts", "ExecutorActor", "ExecutorThreadDied"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,6 +30,13 @@ class Attempt:
     ctx: JobContext
     job: Job
     token: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attempts:
+    """Several attempts told to one actor in one message (the jobs one commit started)."""
+
+    attempts: tuple[Attempt, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,39 +73,43 @@ class ExecutorActor(pykka.ThreadingActor):
         self.post = post
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Attempts):
+            self._run_all(message.attempts)
+            return None
         if isinstance(message, Attempt):
-            self._run(message)
+            self._run_all((message,))
             return None
         return super().on_receive(message)
 
-    def _run(self, attempt: Attempt) -> None:
+    def _run_all(self, attempts: tuple[Attempt, ...]) -> None:
+        """Run the attempts in order, reporting each as soon as it is done."""
+        for attempt in attempts:
+            self.post(self._run(attempt))
+
+    def _run(self, attempt: Attempt) -> AttemptResult:
         ctx = attempt.ctx
         if ctx.cancelled:
             # Cancelled while waiting in the mailbox: never start it.
-            self._report(attempt, JobDecision.skipped("Cancelled before it started"), False)
-            return
+            return self._result(attempt, JobDecision.skipped("Cancelled before it started"), False)
         try:
             decision = self.executor.execute(ctx, attempt.job)
         except Exception as exc:
-            self._report(attempt, _from_exception(exc), True)
-            return
+            return self._result(attempt, _from_exception(exc), True)
         except BaseException as exc:
-            self._report(attempt, _from_exception(exc), True)
+            self.post(self._result(attempt, _from_exception(exc), True))
             raise ExecutorThreadDied(
                 f"[{ctx.job_id}] {self.executor.name} raised {type(exc).__name__}"
             ) from exc
         problem = _malformed(decision)
         if problem is None:
-            self._report(attempt, decision, False)
-        else:
-            self._report(
-                attempt,
-                JobDecision.retry(f"{self.executor.name} returned {problem}"),
-                True,
-            )
+            return self._result(attempt, decision, False)
+        return self._result(
+            attempt, JobDecision.retry(f"{self.executor.name} returned {problem}"), True
+        )
 
-    def _report(self, attempt: Attempt, decision: JobDecision, raised: bool) -> None:
-        self.post(AttemptResult(attempt.ctx.job_id, attempt.token, decision, raised))
+    @staticmethod
+    def _result(attempt: Attempt, decision: JobDecision, raised: bool) -> AttemptResult:
+        return AttemptResult(attempt.ctx.job_id, attempt.token, decision, raised)
 
 
 #: The longest backoff a decision may ask for (a year): run_after must fit the due index's

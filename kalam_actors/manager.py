@@ -39,8 +39,8 @@ from supervisors import (
     actor_child,
 )
 
-from .actors import Attempt, AttemptResult, ExecutorActor
-from .context import JobContext
+from .actors import Attempt, AttemptResult, Attempts, ExecutorActor
+from .context import CancelFlag, JobContext
 from .errors import (
     CancelNotAllowed,
     CorruptRecord,
@@ -156,7 +156,7 @@ class _InFlight:
     token: int
     slot: _Slot
     ctx: JobContext
-    cancel_event: threading.Event
+    cancel_event: CancelFlag
     deadline: float | None
     timeout_s: float | None
     sent: bool = False
@@ -246,6 +246,9 @@ class JobManager:
         self._inflight: dict[str, _InFlight] = {}
         self._deadlines: list[tuple[float, int, str]] = []
         self._waiters: dict[str, list[trio.Event]] = {}
+        self._results: list[AttemptResult] = []
+        self._results_lock = threading.Lock()
+        self._results_wake_pending = False
         self._tokens = 0
         self._accepting = False
         self._dispatching = True
@@ -498,12 +501,29 @@ class JobManager:
             self._slots[job_type] = slots
 
     def _post_from_thread(self, result: AttemptResult) -> None:
-        """Called in actor threads: hand the result to trio without waiting for it."""
+        """Called in actor threads: hand the result to trio without waiting for it.
+
+        Results wait in a list; only the first one since the trio thread last took them asks
+        for a wake-up (run_sync_soon writes to trio's wake-up socket: a syscall and a thread
+        switch per job otherwise). Nothing is held back: the pending wake-up takes them all.
+        """
         token = self._trio_token
         if token is None:
             return
+        with self._results_lock:
+            self._results.append(result)
+            if self._results_wake_pending:
+                return
+            self._results_wake_pending = True
         with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(self._inbox_send.send_nowait, ("result", result))
+            token.run_sync_soon(self._take_posted_results)
+
+    def _take_posted_results(self) -> None:
+        """In the trio thread: move every posted result into the inbox as one message."""
+        with self._results_lock:
+            results, self._results = self._results, []
+            self._results_wake_pending = False
+        self._inbox_send.send_nowait(("results", results))
 
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         if event.kind is EventKind.CRASHED and event.child_id in self._slot_by_child:
@@ -638,8 +658,9 @@ class JobManager:
         batch = _Batch(now=self._now_us())
         for message in messages:
             kind = message[0]
-            if kind == "result":
-                self._take_result(batch, message[1])
+            if kind == "results":
+                for result in message[1]:
+                    self._take_result(batch, result)
             elif kind == "create":
                 if self._accepting:
                     batch.creates.append((message[1], message[2]))
@@ -1057,8 +1078,13 @@ class JobManager:
                     event.set()
         for flight, decision, _ in batch.results:
             self._log_result(flight.job_id, decision, flight.cancel_accepted)
+        touched: dict[int, _Slot] = {}
         for rec in applied.started:
-            self._start_attempt(rec)
+            slot = self._start_attempt(rec)
+            touched[id(slot)] = slot
+        for slot in touched.values():
+            # One message per actor per commit: pykka's mailbox is paid once, not per job.
+            self._send_pending(slot)
         for job_id in applied.cancel_requests:
             self._cancel_requested_elsewhere(job_id)
         if applied.again:
@@ -1077,12 +1103,12 @@ class JobManager:
         else:
             logger.debug(f"[{job_id}] {decision.outcome.value}: {decision.message or ''}")
 
-    def _start_attempt(self, rec: dict[str, Any]) -> None:
+    def _start_attempt(self, rec: dict[str, Any]) -> _Slot:
         job = record_to_job(rec)
         slots = self._slots[job.job_type]
         slot = max(slots, key=lambda s: s.free)
         self._tokens += 1
-        cancel_event = threading.Event()
+        cancel_event = CancelFlag()
         ctx = JobContext(
             job,
             storage=self.storage,
@@ -1100,22 +1126,25 @@ class JobManager:
             self._timer_kick.set()
         logger.debug(f"[{job.job_id}] Running (attempt {ctx.attempt})")
         slot.pending.append(Attempt(ctx, job, self._tokens))
-        self._send_pending(slot)
+        return slot
 
     def _send_pending(self, slot: _Slot) -> None:
         ref = slot.handle.actor_ref if slot.handle is not None else None
         if ref is None or slot.replacing:
             return  # the actor is down; its restart sends these
-        for i, attempt in enumerate(slot.pending):
+        live = []
+        for attempt in slot.pending:
             flight = self._inflight.get(attempt.job.job_id)
             if flight is not None and flight.token == attempt.token:
-                try:
-                    ref.tell(attempt)
-                except pykka.ActorDeadError:
-                    # The actor's thread died and the supervisor has not restarted it yet:
-                    # keep the rest pending; the RESTARTED event sends them to the new actor.
-                    del slot.pending[:i]
-                    return
+                live.append((flight, attempt))
+        if live:
+            try:
+                ref.tell(Attempts(tuple(attempt for _, attempt in live)))
+            except pykka.ActorDeadError:
+                # The actor's thread died and the supervisor has not restarted it yet: keep
+                # them pending; the RESTARTED event sends them to the new actor.
+                return
+            for flight, _ in live:
                 flight.sent = True
         slot.pending.clear()
 

@@ -87,8 +87,22 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+# Jobs written by one batch share their timestamps: converting each distinct one once saves
+# most of record_to_job's time on the dispatch path. Bounded; races only cost a recompute.
+_DATETIMES: dict[int, datetime] = {}
+
+
 def us_to_datetime(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
+    return None if us is None else _datetime_of(us)
+
+
+def _datetime_of(us: int) -> datetime:
+    dt = _DATETIMES.get(us)
+    if dt is None:
+        if len(_DATETIMES) >= 1024:
+            _DATETIMES.clear()
+        dt = _DATETIMES[us] = _EPOCH + timedelta(microseconds=us)
+    return dt
 
 
 # --------------------------------------------------------------------------- input checks
@@ -134,7 +148,9 @@ def parse_params(params: Any) -> tuple[dict[str, Any], str]:
         )
     if not isinstance(value, dict):
         raise InvalidParams(f"parameters must be a JSON object, not a JSON {type(value).__name__}")
-    if not _depth_ok(value, MAX_PARAMS_DEPTH):
+    # Only containers can nest: most parameters are flat and skip the walk.
+    nested = any(isinstance(v, (dict, list)) for v in value.values())
+    if nested and not _depth_ok(value, MAX_PARAMS_DEPTH):
         raise InvalidParams(f"parameters are nested deeper than {MAX_PARAMS_DEPTH} levels")
     try:
         text = orjson.dumps(value).decode("utf-8")
@@ -293,8 +309,8 @@ def record_to_job(rec: dict[str, Any]) -> Job:
             message=rec["m"],
             exception_trace=rec["x"],
             progress=None if pg is None else Progress(pg[0], pg[1], pg[2]),
-            created_at=_EPOCH + timedelta(microseconds=rec["c"]),
-            updated_at=_EPOCH + timedelta(microseconds=rec["u"]),
+            created_at=_datetime_of(rec["c"]),
+            updated_at=_datetime_of(rec["u"]),
             started_at=us_to_datetime(rec["st"]),
             finished_at=us_to_datetime(rec["f"]),
             run_after=us_to_datetime(rec["ra"]),
