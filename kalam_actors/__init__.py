@@ -57,7 +57,6 @@ __all__ = [
     "KalamError",
     "ManagerStatistics",
     "Outcome",
-    "open_job_manager",
     "Progress",
     "RetryPolicy",
     "RuntimeFailed",
@@ -65,5 +64,6 @@ __all__ = [
     "StoreError",
     "StoreLocked",
     "UnknownJobType",
+    "open_job_manager",
     "start_job_manager",
 ]

@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -395,7 +395,7 @@ class JobManager:
                         return job
         raise AssertionError("watch_job ends only after a terminal status")  # pragma: no cover
 
-    async def watch_job(self, job_id: str) -> AsyncIterator[Job]:
+    async def watch_job(self, job_id: str) -> AsyncGenerator[Job, None]:
         """Yield the job now and after every committed change (status, retry, progress),
         ending after it reaches a terminal status. Close it with ``contextlib.aclosing`` if you
         stop early.
@@ -602,10 +602,11 @@ class JobManager:
         while self.store.write(lambda txn: self._admit(txn, now), sync=self.durable):
             pass
         # Requests for jobs that are no longer running are stale (recovery ended the rest).
-        self.store.write(
-            lambda txn: [txn.clear_cancel_request(j) for j in txn.cancel_requests(1_000_000)],
-            sync=self.durable,
-        )
+        def clear_stale(txn: StoreTxn) -> None:
+            for job_id in txn.cancel_requests(1_000_000):
+                txn.clear_cancel_request(job_id)
+
+        self.store.write(clear_stale, sync=self.durable)
         if failed or retried or cancelled:
             logger.info(
                 f"recovery: {failed} running jobs failed, {retried} retried, {cancelled} cancelled"
@@ -879,8 +880,8 @@ class JobManager:
                 txn.clear_cancel_request(job_id)
         for call, job_id in batch.cancels:
             out.answers.append((call, *self._apply_cancel(txn, job_id, now, out)))
-        for job, prepared in batch.scheduled:
-            self._apply_scheduled(txn, job, prepared, now, out)
+        for job, one in batch.scheduled:
+            self._apply_scheduled(txn, job, one, now, out)
         if batch.admit:
             out.again = self._admit(txn, now)
             out.cancel_requests = txn.cancel_requests(1000)
@@ -1046,8 +1047,8 @@ class JobManager:
                     break
                 chosen.append((job_id, "Q", None))
                 free -= 1
-        for job_id, code, due in chosen:
-            rec = _readable(txn, job_id, code, due)
+        for job_id, code, due_at in chosen:
+            rec = _readable(txn, job_id, code, due_at)
             if rec is None:
                 out.again = True  # its slot is still free for the next job in line
                 continue

@@ -286,7 +286,8 @@ def decode_record(job_id: str, raw: bytes) -> dict[str, Any]:
             )
     if rec.get("id") != job_id or rec.get("s") not in STATUS_OF:
         raise CorruptRecord(job_id, "record does not describe this job")
-    return rec
+    checked: dict[str, Any] = rec
+    return checked
 
 
 def _upgrade(rec: dict[str, Any]) -> dict[str, Any]:
@@ -458,7 +459,7 @@ class StoreTxn:
     # -- reads inside the transaction
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.txn.get(job_id.encode(), db=self._s.jobs)
-        return None if raw is None else decode_record(job_id, raw)
+        return None if raw is None else decode_record(job_id, bytes(raw))
 
     def require(self, job_id: str) -> dict[str, Any]:
         rec = self.get(job_id)
@@ -468,7 +469,7 @@ class StoreTxn:
 
     def active_holder(self, key: str) -> str | None:
         raw = self.txn.get(key.encode(), db=self._s.keys)
-        return None if raw is None else raw.decode()
+        return None if raw is None else bytes(raw).decode()
 
     def first_ids(self, code: str, prefix: str, limit: int) -> list[str]:
         """Up to ``limit`` ids with status ``code`` and id prefix ``prefix``, oldest first."""
@@ -478,9 +479,9 @@ class StoreTxn:
         if not cur.set_range(start):
             return out
         for key in cur.iternext(keys=True, values=False):
-            if not key.startswith(start) or len(out) >= limit:
+            if not bytes(key).startswith(start) or len(out) >= limit:
                 break
-            out.append(key[1:].decode())
+            out.append(bytes(key[1:]).decode())
         return out
 
     def ids_after(self, code: str, after: str | None, limit: int) -> list[str]:
@@ -494,9 +495,9 @@ class StoreTxn:
         if not cur.set_range(start):
             return out
         for key in cur.iternext(keys=True, values=False):
-            if not key.startswith(prefix) or len(out) >= limit:
+            if not bytes(key).startswith(prefix) or len(out) >= limit:
                 break
-            job_id = key[1:].decode()
+            job_id = bytes(key[1:]).decode()
             if after is not None and job_id <= after:
                 continue
             out.append(job_id)
@@ -512,7 +513,7 @@ class StoreTxn:
             due = int.from_bytes(key[:8], "big")
             if due > now or len(out) >= limit:
                 break
-            out.append((due, key[8:].decode()))
+            out.append((due, bytes(key[8:]).decode()))
         return out
 
     def next_due_after(self, now: int) -> int | None:
@@ -609,7 +610,7 @@ class StoreTxn:
         for key in cur.iternext(keys=True, values=False):
             if len(out) >= limit:
                 break
-            out.append(key.decode())
+            out.append(bytes(key).decode())
         return out
 
     def request_cancel(self, job_id: str) -> None:
@@ -737,7 +738,7 @@ class JobStore:
         job_id = JobId.parse(job_id)
         with self._read() as txn:
             raw = txn.get(job_id.encode(), db=self._shared.jobs)
-        return None if raw is None else decode_record(job_id, raw)
+        return None if raw is None else decode_record(job_id, bytes(raw))
 
     def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or None.
@@ -796,7 +797,7 @@ class JobStore:
             if key is not None and statuses is not None and all(s.is_active for s in statuses):
                 # The keys index answers this without a scan.
                 holder = txn.get(key.encode(), db=shared.keys)
-                ids: Iterable[bytes] = [] if holder is None else [holder]
+                ids: Iterable[bytes] = [] if holder is None else [bytes(holder)]
             elif statuses is None:
                 ids = self._merge(
                     [self._range_ids(txn, shared.jobs, p.encode(), 0, f.newest_first)
@@ -817,7 +818,7 @@ class JobStore:
                 raw = txn.get(bid, db=shared.jobs)
                 if raw is None:
                     continue
-                rec = decode_record(bid.decode(), raw)
+                rec = decode_record(bid.decode(), bytes(raw))
                 if statuses is not None and STATUS_OF[rec["s"]] not in statuses:
                     continue
                 if key is not None and rec["k"] != key:
@@ -849,16 +850,16 @@ class JobStore:
             if not positioned:
                 return
             for k in cur.iterprev(keys=True, values=False):
-                if not k.startswith(start):
+                if not bytes(k).startswith(start):
                     return
-                yield k[strip:]
+                yield bytes(k[strip:])
         else:
             if not cur.set_range(start):
                 return
             for k in cur.iternext(keys=True, values=False):
-                if not k.startswith(start):
+                if not bytes(k).startswith(start):
                     return
-                yield k[strip:]
+                yield bytes(k[strip:])
 
     def counts(self) -> dict[tuple[JobStatus, JobType], int]:
         """How many jobs there are of each status and type (kept in step by every write)."""
@@ -866,7 +867,7 @@ class JobStore:
         with self._read() as txn:
             for key, raw in txn.cursor(db=self._shared.counts):
                 value = int.from_bytes(raw, "big", signed=True)
-                code, prefix = key[:1].decode(), key[1:].decode()
+                code, prefix = bytes(key[:1]).decode(), bytes(key[1:]).decode()
                 if value > 0 and code in STATUS_OF and prefix in _TYPE_OF_PREFIX:
                     out[(STATUS_OF[code], _TYPE_OF_PREFIX[prefix])] = value
         return out
@@ -886,7 +887,7 @@ class JobStore:
         with self._read() as txn:
             cur = txn.cursor(db=self._shared.status)
             code = CODE[status].encode()
-            return bool(cur.set_range(code)) and cur.key().startswith(code)
+            return bool(cur.set_range(code)) and bytes(cur.key()).startswith(code)
 
     def has_cancel_requests(self) -> bool:
         with self._read() as txn:
