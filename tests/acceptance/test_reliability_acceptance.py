@@ -22,8 +22,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 
-from kill9_harness import KillHarness  # noqa: E402
-from reliability_support import read_lines, report  # noqa: E402
+from kill9_harness import KillHarness
+from reliability_support import read_lines, report
 
 FAULT_POINTS = [
     "flush_table:after_snapshot",

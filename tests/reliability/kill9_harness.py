@@ -256,7 +256,8 @@ class KillHarness:
                 assert not extra, f"rel:{table} has rows nobody wrote: {sorted(extra)[:10]}"
                 for row in scanned:
                     assert row == {"id": row["id"], "v": len(row["id"])}, row
-                versions = collections.Counter((v.key, v.seq) for v in engine.versions("rel", table))
+                versions = collections.Counter(
+                    (v.key, v.seq) for v in engine.versions("rel", table))
                 doubled = [k for k, n in versions.items() if n > 1]
                 assert not doubled, f"rel:{table} stores versions twice: {doubled[:5]}"
                 checked += len(pks)

@@ -20,6 +20,7 @@ Usage: kill_child.py STORE JOURNAL RUNS SEED [--drain]
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -30,9 +31,9 @@ from loguru import logger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_support import RunJournal, scripted_executor  # noqa: E402
+from reliability_support import RunJournal, scripted_executor
 
-from kalam_actors import (  # noqa: E402
+from kalam_actors import (
     IdempotentConflict,
     JobStatus,
     JobType,
@@ -98,10 +99,8 @@ def ensure_tables(engine: object) -> None:
     from kalam_actors.storage.errors import TableExists
 
     for table in TABLES:
-        try:
+        with contextlib.suppress(TableExists):
             engine.create_table(NAMESPACE, table, "Shared")  # type: ignore[attr-defined]
-        except TableExists:
-            pass
 
 
 class Journal:

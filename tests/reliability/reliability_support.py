@@ -158,9 +158,11 @@ def audit_store(store: JobStore) -> StoreAudit:
             records[job_id] = decode_record(job_id, raw)
         status_idx = {k.decode() for k, _ in txn.cursor(db=shared.status)}
         keys_idx = {k.decode(): v.decode() for k, v in txn.cursor(db=shared.keys)}
-        due_idx = {(int.from_bytes(k[:8], "big"), k[8:].decode()) for k, _ in txn.cursor(db=shared.due)}
+        due_idx = {(int.from_bytes(k[:8], "big"), k[8:].decode())
+                   for k, _ in txn.cursor(db=shared.due)}
         counts_idx = {
-            k.decode(): int.from_bytes(v, "big", signed=True) for k, v in txn.cursor(db=shared.counts)
+            k.decode(): int.from_bytes(v, "big", signed=True)
+            for k, v in txn.cursor(db=shared.counts)
         }
         cancels_idx = {k.decode() for k, _ in txn.cursor(db=shared.cancels)}
 
@@ -192,7 +194,8 @@ def audit_store(store: JobStore) -> StoreAudit:
     recount = collections.Counter(r["s"] + j[:2] for j, r in records.items())
     for key in set(recount) | set(counts_idx):
         if recount.get(key, 0) != counts_idx.get(key, 0):
-            problems.append(f"counts[{key}] = {counts_idx.get(key, 0)}, recount {recount.get(key, 0)}")
+            problems.append(
+                f"counts[{key}] = {counts_idx.get(key, 0)}, recount {recount.get(key, 0)}")
     for j in cancels_idx:
         r = records.get(j)
         if r is None or r["s"] != "R" or not r["cr"]:

@@ -19,8 +19,6 @@ import trio
 import trio.testing
 from reliability_support import audit_store, report
 
-from supervisors import Intensity
-
 from kalam_actors import (
     CancelNotAllowed,
     JobDecision,
@@ -31,6 +29,7 @@ from kalam_actors import (
     RetryPolicy,
     open_job_manager,
 )
+from supervisors import Intensity
 
 TESTS = "actor_faults"
 
@@ -226,7 +225,9 @@ async def test_executor_that_never_returns_is_timed_out_and_replaced(
     report(TESTS, stuck_actors_replaced=2, healthy_jobs_served=served)
 
 
-GARBAGE: list[Any] = [None, "completed", 0, {"outcome": "completed"}, JobDecision, Outcome.COMPLETED]
+GARBAGE: list[Any] = [
+    None, "completed", 0, {"outcome": "completed"}, JobDecision, Outcome.COMPLETED,
+]
 
 
 async def test_executor_returning_garbage_is_a_failed_attempt(

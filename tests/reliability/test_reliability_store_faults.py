@@ -275,9 +275,8 @@ def test_store_of_another_schema_version_is_refused_clearly(tmp_path: Path, vers
     with pytest.raises(StoreError) as info:
         JobStore(store_path, executors=executors())
     assert "schema version" in str(info.value) and version.decode() in str(info.value)
-    with pytest.raises(KalamError):
-        with start_job_manager(store_path, executors=executors()):
-            pass
+    with pytest.raises(KalamError), start_job_manager(store_path, executors=executors()):
+        pass
     # Nothing was changed by the refusals: put the version back and the job is there.
     env = lmdb.open(str(store_path / "jobs.lmdb"), max_dbs=8)
     with env.begin(write=True, db=env.open_db(b"meta")) as txn:
