@@ -256,7 +256,7 @@ class JobManagerMachine(RuleBasedStateMachine):
             return all((j.job_id, j.retries + 1) in live for j in self.running())
 
         try:
-            wait_until(agreed, timeout=5, what="the store to agree with the model")
+            wait_until(agreed, timeout=10, what="the store to agree with the model")
         except AssertionError:
             audit = audit_store(store)
             got = {j: (r["s"], r["rc"]) for j, r in audit.records.items()}
