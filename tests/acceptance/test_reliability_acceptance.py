@@ -1,7 +1,8 @@
 """Acceptance for issue 7: the runtime is killed with SIGKILL at moments this suite chooses,
 and after every restart it has lost nothing it acknowledged.
 
-Moments: the instant the restarted runtime is ready; mid-stream after a burst of
+Moments: while the runtime is starting (opening the store, recovering); the instant the
+restarted runtime is ready; mid-stream after a burst of
 acknowledgements; while a job waits to be retried; while a Flush, a Compact or a Backup job
 is running; and exactly inside the engine's flush and compaction (after the snapshot, after the
 new segment files are durable but before the manifest commit, after the commit but before old
@@ -70,6 +71,9 @@ def test_kill9_at_chosen_moments_loses_nothing(harness: KillHarness) -> None:
         "compact": harness.cycle_when(_running("CO-"), "compact_running"),
         "backup": harness.cycle_when(_running("BK-"), "backup_running"),
     }
+    # and while it is starting: importing, opening the store, recovering
+    for delay in (0.2, 0.5, 0.8, 1.2):
+        harness.cycle_starting(delay)
     # and exactly inside flush and compaction
     for spec in FAULT_POINTS:
         harness.cycle_at(spec)

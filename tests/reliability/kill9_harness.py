@@ -151,6 +151,24 @@ class KillHarness:
         self.kill()
         self.check()
 
+    def cycle_starting(self, delay: float) -> None:
+        """One cycle killed ``delay`` seconds after the process was spawned, READY or not:
+        while it imports, opens the store, or recovers."""
+        args = [sys.executable, str(CHILD), str(self.store_path), str(self.journal),
+                str(self.runs), str(self.seed * 1000 + self.cycles)]
+        env = dict(os.environ, RELIABILITY_ENGINE="1" if self.engine else "0")
+        env.pop("RELIABILITY_STOP_AT", None)
+        self.stderr_path = self.root / f"child-{self.cycles}.err"
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=env)
+        time.sleep(delay)  # the kill moment
+        self.kill()
+        # Whatever it managed to do, the killed runtime's Running jobs are checked at the
+        # next READY like any other's; here only what it left behind is checked.
+        running_before = self.running_at_kill
+        self.check()
+        self.running_at_kill = {**running_before, **self.running_at_kill}
+
     def cycle_at(self, spec: str, timeout: float = 60.0) -> None:
         """One cycle killed exactly when the engine reaches a fault point (see kill_child)."""
         self.start(stop_at=spec)
