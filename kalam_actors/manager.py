@@ -563,19 +563,20 @@ class JobManager:
         """Before serving: no job stays Running; New jobs are admitted. In bounded batches."""
         now = _wall_now_us()
         failed = retried = cancelled = 0
+        # Looked up once per type, not once per job: recovery may walk many thousands.
+        rerun = {t.prefix: ex.rerun_on_recovery for t, ex in self._executors.items()}
 
         def step(txn: StoreTxn) -> int:
             nonlocal failed, retried, cancelled
             ids = txn.first_ids("R", "", RECOVERY_BATCH)
             for job_id in ids:
                 rec = _readable(txn, job_id, "R")
-                executor = self._executors.get(JobId(job_id).job_type)
                 if rec is None:
                     continue
                 if rec["cr"]:
                     txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
                     cancelled += 1
-                elif executor is not None and executor.rerun_on_recovery and rec["rc"] < rec["mr"]:
+                elif rerun.get(job_id[:2], False) and rec["rc"] < rec["mr"]:
                     txn.move(
                         rec,
                         JobStatus.RETRYING,
