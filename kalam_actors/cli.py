@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import importlib
 import os
@@ -17,7 +18,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, cast
 
 import orjson
 from rich.console import Console
@@ -166,16 +167,28 @@ def _data_dir(args: argparse.Namespace) -> DataDir:
     return DataDir(value)
 
 
-def validators() -> list[JobExecutor]:
+@dataclasses.dataclass(frozen=True)
+class _BackupRoots:
+    """What backup and restore validation reads of an engine: its allowed roots. The CLI
+    checks submitted locations without opening the engine."""
+
+    backup_roots: tuple[Path, ...]
+
+
+def validators(data: DataDir | None = None) -> list[JobExecutor]:
     """Executors whose ``validate_params`` check jobs submitted from this process (no engine
-    is opened: checking parameters needs none)."""
+    is opened; backup and restore locations are checked against the backup root the
+    runtime's engine uses, ``<data>/engine/backups``)."""
     from .history import JobCleanupExecutor
 
+    roots = None if data is None else _BackupRoots(((data.engine / "backups").resolve(),))
     found: list[JobExecutor] = []
     with contextlib.suppress(ImportError):
         from .executors import builtin_executors
+        from .storage.interface import StorageEngine
 
-        found.extend(builtin_executors(None))
+        # validate_params reads only ``backup_roots`` of the engine it was given.
+        found.extend(builtin_executors(cast(StorageEngine | None, roots)))
     found.append(JobCleanupExecutor(None))
     return found
 
@@ -187,7 +200,7 @@ def open_store(data: DataDir, *, validate: bool = False) -> Iterator[Any]:
     from .store import JobStore
 
     data.require()
-    store = JobStore(data.jobs, executors=validators() if validate else [])
+    store = JobStore(data.jobs, executors=validators(data) if validate else [])
     try:
         yield store
     finally:
@@ -386,11 +399,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _params_text(value: str) -> str:
     if value == "-":
-        return sys.stdin.read()
+        try:
+            return sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise CliError(f"parameters on stdin are not UTF-8 text: {exc}") from exc
     if value.startswith("@"):
         try:
             return Path(value[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read parameters from {value[1:]}: {exc}") from exc
     return value
 
@@ -455,7 +471,14 @@ def runtime_executors(engine: Any, store: Any, plugins: Sequence[str] = ()) -> l
     by_type: dict[JobType, JobExecutor] = {e.job_type: e for e in builtin_executors(engine)}
     by_type[JobType.JOB_CLEANUP] = JobCleanupExecutor(store)
     for spec in plugins:
-        for executor in load_plugin(spec)(engine):
+        plugin = load_plugin(spec)
+        try:
+            made = list(plugin(engine))
+        except Exception as exc:
+            raise CliError(f"plugin {spec} failed: {type(exc).__name__}: {exc}") from exc
+        for executor in made:
+            if not isinstance(executor, JobExecutor):
+                raise CliError(f"plugin {spec} returned {executor!r}, not a JobExecutor")
             by_type[executor.job_type] = executor
     return list(by_type.values())
 

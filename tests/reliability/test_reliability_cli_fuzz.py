@@ -150,26 +150,21 @@ def test_fuzzed_cli_submit(args: list[str], params: str, tmp_path_factory: Any) 
     report("cli_fuzz", fuzzed=1)
 
 
+# Inputs that once got a traceback or wrote a job; each fixed in the CLI.
 FAULTS = {
-    "non-utf8-file": ("rel-6", lambda d, t: ["submit", *d, "FL", "--params", "@" + str(t)]),
-    "plugin-os-system": ("rel-7", lambda d, t: ["run", *d, "--plugin", "os:system"]),
-    "backup-outside-roots": ("rel-8", lambda d, t: [
-        "submit", *d, "BK", "--params", json.dumps({**FLUSH, "backup_location": "/etc"})]),
+    "non-utf8-file": lambda d, t: ["submit", *d, "FL", "--params", "@" + str(t)],
+    "plugin-os-system": lambda d, t: ["run", *d, "--plugin", "os:system"],
+    "backup-outside-roots": lambda d, t: [
+        "submit", *d, "BK", "--params", json.dumps({**FLUSH, "backup_location": "/etc"})],
 }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [pytest.param(name, marks=pytest.mark.xfail(
-        reason=f"fault: CLI {name} gets no clear error or writes a job; see "
-        f"/tmp/patches/{patch}.diff", strict=True))
-     for name, (patch, _) in FAULTS.items()],
-)
+@pytest.mark.parametrize("case", list(FAULTS))
 def test_cli_faults(case: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                     monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "params.bin"
     bad.write_bytes(b"\xff\xfe not utf-8")
-    argv = FAULTS[case][1](["--data", str(data)], bad)
+    argv = FAULTS[case](["--data", str(data)], bad)
     before = _jobs(data)
     code, err = _run(argv, capsys, monkeypatch)
     assert code in DOCUMENTED and code != 0, f"exited {code}: {err[-300:]}"
