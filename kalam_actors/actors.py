@@ -18,7 +18,7 @@ import pykka
 
 from .context import JobContext
 from .executor import JobExecutor
-from .model import Job, JobDecision, Outcome
+from .model import MAX_BACKOFF_MS, Job, JobDecision, Outcome
 
 __all__ = ["Attempt", "AttemptResult", "Attempts", "ExecutorActor", "ExecutorThreadDied"]
 
@@ -110,11 +110,6 @@ class ExecutorActor(pykka.ThreadingActor):
     @staticmethod
     def _result(attempt: Attempt, decision: JobDecision, raised: bool) -> AttemptResult:
         return AttemptResult(attempt.ctx.job_id, attempt.token, decision, raised)
-
-
-#: The longest backoff a decision may ask for (a year): run_after must fit the due index's
-#: 8-byte microsecond key.
-MAX_BACKOFF_MS = 365 * 24 * 3600 * 1000
 
 
 def _malformed(decision: object) -> str | None:

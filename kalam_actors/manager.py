@@ -799,7 +799,8 @@ class JobManager:
                 # Off the actor thread (which is busy running the job) and off the trio thread.
                 await trio.to_thread.run_sync(executor.cancel, flight.ctx, job)
             except CancelNotAllowed as exc:
-                error = exc
+                # Name the job being cancelled, whatever id the executor put in its refusal.
+                error = CancelNotAllowed(flight.job_id, exc.reason)
             except (KeyboardInterrupt, trio.Cancelled):
                 raise
             except BaseException as exc:

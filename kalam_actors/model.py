@@ -15,6 +15,7 @@ from .errors import InvalidParams, InvalidTransition
 from .ids import JobId, JobType
 
 __all__ = [
+    "MAX_BACKOFF_MS",
     "MAX_EXCEPTION_TRACE",
     "MAX_IDEMPOTENCY_KEY",
     "MAX_MESSAGE",
@@ -35,6 +36,8 @@ __all__ = [
 MAX_MESSAGE: Final = 1_000
 MAX_EXCEPTION_TRACE: Final = 10_000
 MAX_IDEMPOTENCY_KEY: Final = 256
+# The longest backoff (a year): run_after must fit the due index's 8-byte microsecond key.
+MAX_BACKOFF_MS: Final = 365 * 24 * 3600 * 1000
 
 
 class JobStatus(enum.Enum):
@@ -241,6 +244,10 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.base_ms < 0 or self.max_ms < 0:
             raise InvalidParams("retry policy base_ms and max_ms must be >= 0")
+        if self.base_ms > MAX_BACKOFF_MS or self.max_ms > MAX_BACKOFF_MS:
+            raise InvalidParams(
+                f"retry policy base_ms and max_ms must be at most {MAX_BACKOFF_MS} (a year)"
+            )
         if self.factor < 1.0:
             raise InvalidParams("retry policy factor must be >= 1.0")
         if not 0.0 <= self.jitter <= 1.0:

@@ -13,6 +13,13 @@ from loguru import logger
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+    # Declared here, at the root, so `pytest --soak` works from the repository root too.
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="reliability suite: run the long soak (more kill -9 cycles, more examples)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -59,7 +59,8 @@ def test_retry_policy_jitter_stays_within_its_fraction() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"base_ms": -1}, {"factor": 0.5}, {"jitter": 1.5}, {"max_ms": -5}]
+    "kwargs",
+    [{"base_ms": -1}, {"factor": 0.5}, {"jitter": 1.5}, {"max_ms": -5}, {"max_ms": 10**30}],
 )
 def test_retry_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(InvalidParams):

@@ -40,15 +40,6 @@ settings.register_profile(
 )
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--soak",
-        action="store_true",
-        default=False,
-        help="reliability suite: run the long soak (more kill -9 cycles, more examples)",
-    )
-
-
 def soak(config: Any) -> bool:
     try:
         return bool(config.getoption("--soak"))
