@@ -32,6 +32,7 @@ from typing import Any, Final, TypeVar
 import lmdb
 import orjson
 
+from ._txngate import TxnGate
 from .errors import (
     CancelNotAllowed,
     CorruptRecord,
@@ -333,45 +334,6 @@ def _due_key(run_after_us: int, job_id: str) -> bytes:
 # --------------------------------------------------------------------------- environments
 
 
-class _TxnGate:
-    """Lets ``set_mapsize`` run only while no transaction of this process is open (LMDB's
-    rule: resizing under an open read transaction hangs or crashes the process), without a
-    global lock on the common path. The storage engine keeps the same gate."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0
-        self._resizing = False
-
-    @contextlib.contextmanager
-    def txn(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if self._active == 0:
-                    self._cond.notify_all()
-
-    def exclusive(self, action: Callable[[], None]) -> None:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._resizing = True
-            while self._active:
-                self._cond.wait()
-        try:
-            action()
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
-
-
 class _SharedEnv:
     """One lmdb.Environment per path per process, shared by every JobStore on that path."""
 
@@ -379,7 +341,7 @@ class _SharedEnv:
         self.path = path
         self.env = env
         self.users = 0
-        self.gate = _TxnGate()
+        self.gate = TxnGate()
         self.jobs = env.open_db(b"jobs")
         self.status = env.open_db(b"status")
         self.keys = env.open_db(b"keys")

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
 
+from .._txngate import TxnGate
 from .errors import (
     CorruptSegment,
     InvalidName,
@@ -135,44 +136,6 @@ class FaultHooks:
             hook()
 
 
-class _TxnGate:
-    """Lets ``set_mapsize`` run only while no transaction of this process is open (LMDB's rule),
-    without a global lock on the common path."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0
-        self._resizing = False
-
-    @contextlib.contextmanager
-    def txn(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if self._active == 0:
-                    self._cond.notify_all()
-
-    def exclusive(self, action: Callable[[], None]) -> None:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._resizing = True
-            while self._active:
-                self._cond.wait()
-        try:
-            action()
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
-
-
 class _Shared:
     """What every Engine on one path in this process shares: LMDB allows one Environment per
     path per process, and table locks only work if everyone takes the same ones."""
@@ -186,7 +149,7 @@ class _Shared:
         )
         self.dbs = {name: self.env.open_db(name.encode()) for name in _DBS}
         self.refs = 0
-        self.gate = _TxnGate()
+        self.gate = TxnGate()
         self._locks: dict[bytes, threading.RLock] = {}
         self._locks_guard = threading.Lock()
 
