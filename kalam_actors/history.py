@@ -7,6 +7,7 @@ write transaction, and LMDB serialises writers across threads and processes.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -34,33 +35,6 @@ def _wall_us() -> int:
     return time.time_ns() // 1000
 
 
-def _ids_after(stxn: StoreTxn, code: str, after: str | None, limit: int) -> list[str]:
-    """Up to ``limit`` ids with status ``code`` that sort after ``after``, in id order.
-
-    StoreTxn has no public "ids after" range (proposed in /tmp/patches/cli-1.diff); this reads
-    the status index through the same transaction until it lands.
-    """
-    ranged = getattr(stxn, "ids_after", None)
-    if ranged is not None:
-        result: list[str] = ranged(code, after, limit)
-        return result
-    start = (code + (after or "")).encode()
-    prefix = code.encode()
-    cur = stxn.txn.cursor(db=stxn._s.status)
-    out: list[str] = []
-    if not cur.set_range(start):
-        return out
-    for raw in cur.iternext(keys=True, values=False):
-        key = bytes(raw)
-        if not key.startswith(prefix) or len(out) >= limit:
-            break
-        job_id = key[1:].decode()
-        if after is not None and job_id <= after:
-            continue
-        out.append(job_id)
-    return out
-
-
 def prune_history(
     store: JobStore,
     before_us: int,
@@ -71,9 +45,10 @@ def prune_history(
 ) -> int:
     """Delete terminal jobs that finished before ``before_us``; return how many.
 
-    There is no index by finish time. Ids sort by creation time, so each terminal status range
-    is walked in id (creation) order and the walk stops at the first job created at or after
-    the cutoff: a job finishes after it is created, so no later job can qualify. The work is
+    There is no index by finish time. Within one type, ids sort by creation time, so each
+    terminal status range of each type is walked in id (creation) order and the walk stops at
+    the first job created at or after the cutoff: a job finishes after it is created, so no
+    later job of that type can qualify. The work is
     bounded by the jobs created before the cutoff. Jobs created before the cutoff but finished
     after it are stepped over (they go in a later run).
 
@@ -81,36 +56,44 @@ def prune_history(
     ``on_batch(deleted_so_far)`` is called after each commit; ``cancelled()`` is checked
     between batches.
     """
+    # One range per terminal status and type; a batch walks on from range to range, so
+    # empty ranges cost no transaction of their own.
+    ranges = [(CODE[status], job_type.prefix + "-")
+              for status, job_type in itertools.product(_TERMINAL, JobType)]
     deleted = 0
-    for status in _TERMINAL:
-        code = CODE[status]
-        after: str | None = None
-        while True:
-            if cancelled is not None and cancelled():
-                return deleted
+    position: tuple[int, str | None] = (0, None)  # (range index, last id read in it)
+    while position[0] < len(ranges):
+        if cancelled is not None and cancelled():
+            return deleted
 
-            def batch(stxn: StoreTxn, code: str = code, after: str | None = after
-                      ) -> tuple[int, str | None, bool]:
-                n = 0
-                last = after
-                for job_id in _ids_after(stxn, code, after, batch_size):
+        def batch(stxn: StoreTxn, start: tuple[int, str | None] = position
+                  ) -> tuple[int, tuple[int, str | None]]:
+            index, after = start
+            n = touched = 0
+            while index < len(ranges) and touched < batch_size:
+                code, id_prefix = ranges[index]
+                found = stxn.ids_after(code, after, batch_size - touched, id_prefix=id_prefix)
+                if not found:
+                    index, after = index + 1, None
+                    continue
+                for job_id in found:
+                    touched += 1
+                    after = job_id
                     rec = stxn.get(job_id)
-                    last = job_id
                     if rec is None:
                         continue
                     if rec["c"] >= before_us:
-                        return n, last, True
+                        index, after = index + 1, None  # no later job of this type qualifies
+                        break
                     if rec["f"] is not None and rec["f"] < before_us:
                         stxn.delete(rec)
                         n += 1
-                return n, last, last == after
+            return n, (index, after)
 
-            n, after, done = store.write(batch)
-            deleted += n
-            if n and on_batch is not None:
-                on_batch(deleted)
-            if done:
-                break
+        n, position = store.write(batch)
+        deleted += n
+        if n and on_batch is not None:
+            on_batch(deleted)
     return deleted
 
 

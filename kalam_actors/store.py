@@ -451,12 +451,15 @@ class StoreTxn:
             out.append(bytes(key[1:]).decode())
         return out
 
-    def ids_after(self, code: str, after: str | None, limit: int) -> list[str]:
-        """Up to ``limit`` ids with status ``code`` that sort after ``after`` (from the start
-        when None), oldest first: a resumable walk of one status range, for batched work such
-        as job-history pruning."""
-        prefix = code.encode()
-        start = prefix + (after or "").encode()
+    def ids_after(
+        self, code: str, after: str | None, limit: int, *, id_prefix: str = ""
+    ) -> list[str]:
+        """Up to ``limit`` ids with status ``code`` (and ids starting with ``id_prefix``) that
+        sort after ``after`` (from the start when None): a resumable walk of one status range,
+        for batched work such as job-history pruning. Ids sort by type first; walk one type
+        (``id_prefix="FL-"``) to walk in creation order."""
+        prefix = (code + id_prefix).encode()
+        start = code.encode() + (after or id_prefix).encode()
         out: list[str] = []
         cur = self.txn.cursor(db=self._s.status)
         if not cur.set_range(start):

@@ -76,9 +76,9 @@ def test_batches_are_bounded_and_reported(store: JobStore, monkeypatch: Any) -> 
     reports: list[int] = []
     assert prune_history(store, NOW, batch_size=3, on_batch=reports.append) == 10
     assert reports == [3, 6, 9, 10]
-    # Completed: 4 batches with records + 1 that finds the range empty; the three other
-    # statuses: one empty batch each.
-    assert len(writes) == 5 + 3
+    # Four batches of at most 3 records; the fourth walks on through the empty ranges of the
+    # other statuses and types in the same transaction.
+    assert len(writes) == 4
 
 
 def test_the_walk_stops_at_the_first_job_created_after_the_cutoff(
@@ -160,3 +160,22 @@ async def test_runs_beside_a_live_runtime(tmp_path: Path) -> None:
             assert job.message == "deleted 20 terminal job records older than 7 days"
             assert all(store.get_job(j) is None for j in old)
             assert [j.job_id for j in store.list_jobs()] == [job_id]
+
+
+def test_a_young_job_of_one_type_does_not_hide_old_jobs_of_another(store: JobStore) -> None:
+    # Ids sort by type first ("CO-" < "FL-"): a young Compact job must not end the walk before
+    # the old Flush jobs are reached.
+    young_id = JobId.new(JobType.COMPACT)
+
+    def write(txn: StoreTxn) -> None:
+        rec = new_record(young_id, "{}", key=None, max_retries=0, now=NOW - DAY,
+                         status=JobStatus.QUEUED)
+        txn.insert(rec)
+        txn.move(rec, JobStatus.RUNNING, NOW - DAY)
+        txn.move(rec, JobStatus.COMPLETED, NOW - DAY)
+
+    store.write(write)
+    old = add(store, NOW - 10 * DAY, NOW - 9 * DAY)
+    assert prune_history(store, NOW - 7 * DAY) == 1
+    assert ids(store) == {young_id}
+    assert store.get_job(old) is None
