@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine_support import FakeClock
+
 from kalam_actors import JobDecision
 from kalam_actors.context import JobContext
 from kalam_actors.executor import JobExecutor
 from kalam_actors.model import Progress
 from kalam_actors.testing import ContextRecorder, make_context, make_job
-
-
-class FakeClock:
-    """Seconds since the epoch that move only when a test says so."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def run_job(
