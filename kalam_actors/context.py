@@ -12,7 +12,7 @@ from loguru import logger
 from .ids import JobId
 from .model import Job, Progress
 
-__all__ = ["CancelFlag", "JobContext", "job_logger"]
+__all__ = ["CancelFlag", "JobContext"]
 
 
 class CancelFlag:
@@ -29,11 +29,6 @@ class CancelFlag:
 
     def is_set(self) -> bool:
         return self._set
-
-
-def job_logger(job_id: str) -> Any:
-    """A loguru logger bound to ``job_id``; callers still start each message with the prefix."""
-    return logger.bind(job_id=job_id)
 
 
 ProgressSink = Callable[[JobId, Progress], None]

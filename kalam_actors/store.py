@@ -853,11 +853,6 @@ class JobStore:
             raw = txn.get(b"sched:" + name.encode(), db=self._shared.meta)
         return None if raw is None else int(raw)
 
-    def next_due_us(self) -> int | None:
-        with self._read() as txn:
-            cur = txn.cursor(db=self._shared.due)
-            return int.from_bytes(cur.key()[:8], "big") if cur.first() else None
-
     def has_status(self, status: JobStatus) -> bool:
         with self._read() as txn:
             cur = txn.cursor(db=self._shared.status)
