@@ -768,6 +768,7 @@ class JobStore:
     ) -> Iterator[dict[str, Any]]:
         shared = self._shared
         key = f.idempotency_key
+        wanted_prefixes = tuple(prefixes)
         with self._read() as txn:
             if key is not None and statuses is not None and all(s.is_active for s in statuses):
                 # The keys index answers this without a scan.
@@ -798,7 +799,7 @@ class JobStore:
                     continue
                 if key is not None and rec["k"] != key:
                     continue
-                if not rec["id"].startswith(tuple(prefixes)):
+                if not rec["id"].startswith(wanted_prefixes):
                     continue
                 yield rec
 
