@@ -242,6 +242,7 @@ class JobManager:
         self._inbox_send = send
         self._inbox = receive
         self._slots: dict[JobType, list[_Slot]] = {}
+        self._slots_by_prefix: dict[str, list[_Slot]] = {}  # the hot path hashes no enums
         self._slot_by_child: dict[str, _Slot] = {}
         self._inflight: dict[str, _InFlight] = {}
         self._deadlines: list[tuple[float, int, str]] = []
@@ -499,6 +500,7 @@ class JobManager:
                 slots.append(slot)
                 self._slot_by_child[child_id] = slot
             self._slots[job_type] = slots
+            self._slots_by_prefix[job_type.prefix] = slots
 
     def _post_from_thread(self, result: AttemptResult) -> None:
         """Called in actor threads: hand the result to trio without waiting for it.
@@ -1108,8 +1110,8 @@ class JobManager:
 
     def _start_attempt(self, rec: dict[str, Any]) -> _Slot:
         job = record_to_job(rec)
-        slots = self._slots[job.job_type]
-        slot = max(slots, key=lambda s: s.free)
+        slots = self._slots_by_prefix[job.job_id[:2]]
+        slot = slots[0] if len(slots) == 1 else max(slots, key=_free)
         self._tokens += 1
         cancel_event = CancelFlag()
         ctx = JobContext(
@@ -1214,6 +1216,10 @@ class JobManager:
 
 
 _TOKEN: Final = object()
+
+
+def _free(slot: _Slot) -> int:
+    return slot.free
 
 
 def _readable(

@@ -206,6 +206,8 @@ class JobDecision:
     @classmethod
     def completed(cls, message: str | None = None) -> JobDecision:
         """The job did its work."""
+        if message is None and cls is JobDecision:
+            return _COMPLETED  # immutable, so one instance serves every plain completion
         return cls(Outcome.COMPLETED, message)
 
     @classmethod
@@ -227,6 +229,9 @@ class JobDecision:
     def skipped(cls, message: str) -> JobDecision:
         """There was nothing to do, and ``message`` says why."""
         return cls(Outcome.SKIPPED, message)
+
+
+_COMPLETED: Final = JobDecision(Outcome.COMPLETED)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

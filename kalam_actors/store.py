@@ -269,7 +269,7 @@ def encode_record(rec: dict[str, Any]) -> bytes:
     return orjson.dumps(rec)
 
 
-def decode_record(job_id: str, raw: bytes) -> dict[str, Any]:
+def decode_record(job_id: str, raw: bytes | memoryview) -> dict[str, Any]:
     """Decode a stored record, checking its shape.
 
     Raises:
@@ -305,23 +305,25 @@ def record_to_job(rec: dict[str, Any]) -> Job:
     job_id = JobId(rec["id"])
     try:
         pg = rec["pg"]
+        # Positional: a frozen dataclass with sixteen keyword arguments costs twice as much,
+        # and this runs for every job started and every job read.
         return Job(
-            job_id=job_id,
-            job_type=_TYPE_OF_PREFIX[job_id[:2]],
-            status=STATUS_OF[rec["s"]],
-            parameters=rec["p"],
-            idempotency_key=rec["k"],
-            retry_count=rec["rc"],
-            max_retries=rec["mr"],
-            message=rec["m"],
-            exception_trace=rec["x"],
-            progress=None if pg is None else Progress(pg[0], pg[1], pg[2]),
-            created_at=_datetime_of(rec["c"]),
-            updated_at=_datetime_of(rec["u"]),
-            started_at=us_to_datetime(rec["st"]),
-            finished_at=us_to_datetime(rec["f"]),
-            run_after=us_to_datetime(rec["ra"]),
-            timeout_s=rec.get("to"),
+            job_id,
+            _TYPE_OF_PREFIX[job_id[:2]],
+            STATUS_OF[rec["s"]],
+            rec["p"],
+            rec["k"],
+            rec["rc"],
+            rec["mr"],
+            rec["m"],
+            rec["x"],
+            None if pg is None else Progress(pg[0], pg[1], pg[2]),
+            _datetime_of(rec["c"]),
+            _datetime_of(rec["u"]),
+            us_to_datetime(rec["st"]),
+            us_to_datetime(rec["f"]),
+            us_to_datetime(rec["ra"]),
+            rec.get("to"),
         )
     except (KeyError, TypeError, IndexError) as exc:
         raise CorruptRecord(job_id, f"missing or malformed field {exc}") from exc
@@ -349,11 +351,17 @@ class _SharedEnv:
         self.cancels = env.open_db(b"cancels")
         self.counts = env.open_db(b"counts")
         self.meta = env.open_db(b"meta")
+        # The last active records this process wrote, as (stored bytes, decoded copy): the
+        # runtime reads back nearly every record it writes (a job it created, to start it; a
+        # job it started, to finish it). A read whose bytes equal the cached bytes takes a copy
+        # of the dict instead of decoding; any other writer's change shows as different bytes.
+        self.written: dict[str, tuple[bytes, dict[str, Any]]] = {}
 
 
 _ENVS: dict[Path, _SharedEnv] = {}
 _ENVS_LOCK = threading.Lock()
 _INITIAL_MAP_SIZE: Final = 256 << 20
+_WRITTEN_CACHE: Final = 4096  # records; about 1 KB each
 
 
 def _acquire_env(path: Path, map_size: int | None) -> _SharedEnv:
@@ -422,11 +430,28 @@ class StoreTxn:
         self._s = shared
         self.txn = txn
         self._counts: dict[str, int] = {}
+        # Records read or written in this transaction, by id: a job created and started in
+        # one group commit, or touched twice, is decoded at most once...
+        self._recs: dict[str, dict[str, Any]] = {}
+        # ...and the records written are encoded and put once, when the transaction ends.
+        self._dirty: dict[str, dict[str, Any]] = {}
 
     # -- reads inside the transaction
     def get(self, job_id: str) -> dict[str, Any] | None:
+        """The record, as this transaction has it. The dict is the transaction's own: change
+        it only to write it back (``put`` or ``move``)."""
+        rec = self._recs.get(job_id)
+        if rec is not None:
+            return rec
         raw = self.txn.get(job_id.encode(), db=self._s.jobs)
-        return None if raw is None else decode_record(job_id, bytes(raw))
+        if raw is None:
+            return None
+        known = self._s.written.get(job_id)
+        if known is not None and known[0] == raw:
+            rec = self._recs[job_id] = dict(known[1])
+        else:
+            rec = self._recs[job_id] = decode_record(job_id, raw)
+        return rec
 
     def require(self, job_id: str) -> dict[str, Any]:
         rec = self.get(job_id)
@@ -503,18 +528,24 @@ class StoreTxn:
         """Store a new record (the caller has checked its idempotency key)."""
         job_id = rec["id"]
         bid = job_id.encode()
-        if not self.txn.put(bid, encode_record(rec), db=self._s.jobs, overwrite=False):
+        txn = self.txn
+        s = self._s
+        if job_id in self._recs or txn.get(bid, db=s.jobs) is not None:
             raise StoreError(f"[{job_id}] a job with this id already exists")
-        self.txn.put((rec["s"] + job_id).encode(), b"", db=self._s.status)
-        if rec["k"] is not None and rec["s"] in ACTIVE_CODES:
-            self.txn.put(rec["k"].encode(), bid, db=self._s.keys)
-        if rec["s"] == "Y" and rec["ra"] is not None:
-            self.txn.put(_due_key(rec["ra"], job_id), b"", db=self._s.due)
-        self._count(rec["s"], job_id, +1)
+        self._recs[job_id] = self._dirty[job_id] = rec
+        code = rec["s"]
+        txn.put((code + job_id).encode(), b"", db=s.status)
+        if rec["k"] is not None and code in ACTIVE_CODES:
+            txn.put(rec["k"].encode(), bid, db=s.keys)
+        if code == "Y" and rec["ra"] is not None:
+            txn.put(_due_key(rec["ra"], job_id), b"", db=s.due)
+        key = code + job_id[:2]
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
 
     def put(self, rec: dict[str, Any]) -> None:
         """Rewrite a record whose status did not change (progress, cancel flags)."""
-        self.txn.put(rec["id"].encode(), encode_record(rec), db=self._s.jobs)
+        self._recs[rec["id"]] = self._dirty[rec["id"]] = rec
 
     def move(self, rec: dict[str, Any], new: JobStatus, now: int, **fields: Any) -> None:
         """Move a record to ``new`` (checked against the transition table), set ``fields``,
@@ -546,9 +577,13 @@ class StoreTxn:
             txn.put(_due_key(rec["ra"], job_id), b"", db=s.due)
         txn.delete((old_code + job_id).encode(), db=s.status)
         txn.put((new_code + job_id).encode(), b"", db=s.status)
-        txn.put(job_id.encode(), encode_record(rec), db=s.jobs)
-        self._count(old_code, job_id, -1)
-        self._count(new_code, job_id, +1)
+        self._recs[job_id] = self._dirty[job_id] = rec
+        prefix = job_id[:2]
+        counts = self._counts
+        old_key = old_code + prefix
+        new_key = new_code + prefix
+        counts[old_key] = counts.get(old_key, 0) - 1
+        counts[new_key] = counts.get(new_key, 0) + 1
 
     def delete(self, rec: dict[str, Any]) -> None:
         """Remove a terminal record and its index entries (job history pruning)."""
@@ -557,6 +592,9 @@ class StoreTxn:
             raise InvalidTransition(
                 job_id, STATUS_OF[rec["s"]], None, "cannot delete an active job"
             )
+        self._recs.pop(job_id, None)
+        self._dirty.pop(job_id, None)
+        self._s.written.pop(job_id, None)
         self.txn.delete(job_id.encode(), db=self._s.jobs)
         self.txn.delete((rec["s"] + job_id).encode(), db=self._s.status)
         self._count(rec["s"], job_id, -1)
@@ -592,6 +630,23 @@ class StoreTxn:
 
     def clear_cancel_request(self, job_id: str) -> None:
         self.txn.delete(job_id.encode(), db=self._s.cancels)
+
+    def _finish(self) -> None:
+        """Write what the transaction deferred: each changed record once, then the counters."""
+        put = self.txn.put
+        jobs = self._s.jobs
+        written = self._s.written
+        if len(written) + len(self._dirty) > _WRITTEN_CACHE:
+            written.clear()
+        for job_id, rec in self._dirty.items():
+            raw = encode_record(rec)
+            put(job_id.encode(), raw, db=jobs)
+            if rec["s"] in ACTIVE_CODES:
+                written[job_id] = (raw, dict(rec))
+            else:
+                written.pop(job_id, None)
+        self._dirty.clear()
+        self._flush_counts()
 
     def _flush_counts(self) -> None:
         for name, delta in self._counts.items():
@@ -674,7 +729,7 @@ class JobStore:
             with self._shared.gate.txn(), self.env.begin(write=True) as txn:
                 stxn = StoreTxn(self._shared, txn)
                 result = fn(stxn)
-                stxn._flush_counts()
+                stxn._finish()
             if sync:
                 self.env.sync(True)
             return result

@@ -26,7 +26,8 @@ from kalam_actors import (
     StoreError,
     UnknownJobType,
 )
-from kalam_actors.store import SCHEMA_VERSION, parse_params
+from kalam_actors.model import Progress
+from kalam_actors.store import SCHEMA_VERSION, StoreTxn, new_record, parse_params, record_to_job
 
 
 @pytest.fixture
@@ -259,3 +260,88 @@ def test_two_stores_on_one_path_share_one_environment(tmp_path: Path) -> None:
     a.close()
     assert b.get_job(job_id) is not None
     b.close()
+
+
+# --------------------------------------------------------------------------- write transactions
+
+
+def _queued(job_id: str, now: int = 1_700_000_000_000_000) -> dict[str, object]:
+    return new_record(job_id, '{"n": 1}', key=None, max_retries=3, now=now,
+                      status=JobStatus.QUEUED)
+
+
+def test_a_record_written_twice_in_one_transaction_is_stored_as_last_written(
+    store: JobStore,
+) -> None:
+    job_id = JobId.new(JobType.FLUSH)
+
+    def create_and_start(txn: StoreTxn) -> None:
+        txn.insert(_queued(job_id))
+        rec = txn.require(job_id)
+        txn.move(rec, JobStatus.RUNNING, 1_700_000_000_000_001)
+        assert txn.get(job_id) is rec  # read back from the transaction, not decoded again
+
+    store.write(create_and_start)
+    job = store.get_job(job_id)
+    assert job is not None and job.status is JobStatus.RUNNING
+    assert store.list_jobs(JobFilter(status=JobStatus.QUEUED)) == []
+    assert [j.job_id for j in store.list_jobs(JobFilter(status=JobStatus.RUNNING))] == [job_id]
+    assert store.counts() == {(JobStatus.RUNNING, JobType.FLUSH): 1}
+
+
+def test_inserting_an_id_that_exists_is_refused(store: JobStore) -> None:
+    job_id = JobId.new(JobType.FLUSH)
+    store.write(lambda txn: txn.insert(_queued(job_id)))
+    with pytest.raises(StoreError, match="already exists"):
+        store.write(lambda txn: txn.insert(_queued(job_id)))
+
+    def twice(txn: StoreTxn) -> None:
+        other = JobId.new(JobType.FLUSH)
+        txn.insert(_queued(other))
+        txn.insert(_queued(other))
+
+    with pytest.raises(StoreError, match="already exists"):
+        store.write(twice)
+
+
+def test_a_record_changed_by_another_writer_is_read_as_stored(store: JobStore) -> None:
+    """Records this process wrote are remembered with their bytes; a change made behind that
+    memory (another process, a raw write) must be what the next transaction reads."""
+    job_id = JobId.new(JobType.FLUSH)
+    store.write(lambda txn: txn.insert(_queued(job_id)))
+    changed = dict(_queued(job_id), rc=2, m="changed elsewhere")
+    with store.env.begin(write=True) as raw_txn:
+        raw_txn.put(job_id.encode(), orjson.dumps(changed), db=store.env.open_db(b"jobs",
+                                                                               txn=raw_txn))
+    seen = store.write(lambda txn: dict(txn.require(job_id)))
+    assert seen["rc"] == 2 and seen["m"] == "changed elsewhere"
+
+
+def test_a_remembered_record_is_handed_out_as_a_copy(store: JobStore) -> None:
+    job_id = JobId.new(JobType.FLUSH)
+    store.write(lambda txn: txn.insert(_queued(job_id)))
+
+    def scribble(txn: StoreTxn) -> None:
+        txn.require(job_id)["m"] = "changed but never written"
+
+    store.write(scribble)
+    assert store.write(lambda txn: txn.require(job_id))["m"] is None
+    job = store.get_job(job_id)
+    assert job is not None and job.message is None
+
+
+def test_record_to_job_maps_every_field() -> None:
+    job_id = JobId.new(JobType.COMPACT)
+    rec = {"v": SCHEMA_VERSION, "id": job_id, "s": "Y", "p": '{"a": 1}', "k": "key-1",
+           "rc": 2, "mr": 5, "m": "msg", "x": "trace", "pg": [3, 9, "note"],
+           "c": 1_000_000, "u": 2_000_000, "st": 3_000_000, "f": 4_000_000, "ra": 5_000_000,
+           "to": 7.5, "cr": False}
+    job = record_to_job(rec)
+    assert (job.job_id, job.job_type, job.status) == (job_id, JobType.COMPACT,
+                                                       JobStatus.RETRYING)
+    assert (job.parameters, job.idempotency_key, job.retry_count, job.max_retries) == (
+        '{"a": 1}', "key-1", 2, 5)
+    assert (job.message, job.exception_trace, job.timeout_s) == ("msg", "trace", 7.5)
+    assert job.progress == Progress(3, 9, "note")
+    assert [int(t.timestamp()) for t in (job.created_at, job.updated_at, job.started_at,
+                                         job.finished_at, job.run_after)] == [1, 2, 3, 4, 5]
