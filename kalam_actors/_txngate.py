@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from types import TracebackType
 
 __all__ = ["TxnGate"]
 
@@ -12,30 +12,39 @@ __all__ = ["TxnGate"]
 class TxnGate:
     """Lets ``set_mapsize`` run only while no transaction of this process is open (LMDB's
     rule: resizing under an open transaction hangs or crashes the process), without a global
-    lock on the common path. Every transaction is opened inside :meth:`txn`; a resize runs in
-    :meth:`exclusive`, which waits for open transactions to end and holds new ones back."""
+    lock on the common path. Every transaction is opened between :meth:`enter` and
+    :meth:`leave` (or inside ``with gate.txn():``); a resize runs in :meth:`exclusive`, which
+    waits for open transactions to end and holds new ones back.
+
+    The common path is one uncontended lock taken twice: a read of one record costs a few
+    microseconds, and the gate must not double that.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = 0
         self._resizing = False
+        self._entered = _Entered(self)
 
-    @contextlib.contextmanager
-    def txn(self) -> Iterator[None]:
-        with self._cond:
+    def enter(self) -> None:
+        with self._lock:
             while self._resizing:
                 self._cond.wait()
             self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if self._active == 0:
-                    self._cond.notify_all()
+
+    def leave(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0 and self._resizing:
+                self._cond.notify_all()
+
+    def txn(self) -> _Entered:
+        """``with gate.txn():`` around opening and using one transaction."""
+        return self._entered
 
     def exclusive(self, action: Callable[[], None]) -> None:
-        with self._cond:
+        with self._lock:
             while self._resizing:
                 self._cond.wait()
             self._resizing = True
@@ -44,6 +53,25 @@ class TxnGate:
         try:
             action()
         finally:
-            with self._cond:
+            with self._lock:
                 self._resizing = False
                 self._cond.notify_all()
+
+
+class _Entered:
+    """The context manager :meth:`TxnGate.txn` returns; it holds no state of its own, so one
+    instance serves every thread."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: TxnGate) -> None:
+        self._gate = gate
+
+    def __enter__(self) -> None:
+        self._gate.enter()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._gate.leave()

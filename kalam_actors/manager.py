@@ -73,7 +73,11 @@ from .store import (
     JobStore,
     StoreTxn,
     append_trace,
+    check_idempotency_key,
+    check_max_retries,
+    check_timeout,
     new_record,
+    parse_params,
     record_to_job,
     truncate_message,
 )
@@ -325,20 +329,23 @@ class JobManager:
         keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(specs)
         if len(keys) != len(specs):
             raise InvalidParams("idempotency_keys must have one entry per job")
+        retries = check_max_retries(max_retries)
+        timeout = check_timeout(timeout_s)
         prepared = []
+        last_type: object = None
+        jt = JobType.FLUSH
+        executor: JobExecutor | None = None
         for (job_type, params), key in zip(specs, keys, strict=True):
-            jt = JobType.parse(job_type)
-            prepared.append(
-                self.store.prepare(
-                    jt,
-                    params,
-                    idempotency_key=key,
-                    max_retries=max_retries,
-                    timeout_s=timeout_s,
-                    validator=self._executors.get(jt),
-                    require_validator=True,
-                )
-            )
+            if job_type is not last_type:  # bulk submissions mostly repeat one type
+                jt = JobType.parse(job_type)
+                executor = self._executors.get(jt)
+                last_type = job_type
+            params_dict, text = parse_params(params)
+            key = check_idempotency_key(key)
+            if executor is None:
+                raise UnknownJobType(f"no executor is registered for job type {jt.value}")
+            executor.validate_params(params_dict)
+            prepared.append((jt, text, key, retries, timeout))
         call = _Call()
         self._inbox_send.send_nowait(("create", call, prepared))
         result: list[JobId] = await call.wait()

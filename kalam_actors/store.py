@@ -435,6 +435,7 @@ class StoreTxn:
         self._recs: dict[str, dict[str, Any]] = {}
         # ...and the records written are encoded and put once, when the transaction ends.
         self._dirty: dict[str, dict[str, Any]] = {}
+        self._new: set[str] = set()
 
     # -- reads inside the transaction
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -530,9 +531,10 @@ class StoreTxn:
         bid = job_id.encode()
         txn = self.txn
         s = self._s
-        if job_id in self._recs or txn.get(bid, db=s.jobs) is not None:
+        if job_id in self._recs:
             raise StoreError(f"[{job_id}] a job with this id already exists")
         self._recs[job_id] = self._dirty[job_id] = rec
+        self._new.add(job_id)  # _finish refuses it if the id is taken in the store
         code = rec["s"]
         txn.put((code + job_id).encode(), b"", db=s.status)
         if rec["k"] is not None and code in ACTIVE_CODES:
@@ -635,17 +637,22 @@ class StoreTxn:
         """Write what the transaction deferred: each changed record once, then the counters."""
         put = self.txn.put
         jobs = self._s.jobs
+        new = self._new
         written = self._s.written
-        if len(written) + len(self._dirty) > _WRITTEN_CACHE:
+        dirty = self._dirty
+        if len(written) + len(dirty) > _WRITTEN_CACHE:
             written.clear()
-        for job_id, rec in self._dirty.items():
+        remember = len(dirty) <= _WRITTEN_CACHE  # a bulk create would only churn it
+        for job_id, rec in dirty.items():
             raw = encode_record(rec)
-            put(job_id.encode(), raw, db=jobs)
-            if rec["s"] in ACTIVE_CODES:
+            if not put(job_id.encode(), raw, db=jobs, overwrite=job_id not in new):
+                raise StoreError(f"[{job_id}] a job with this id already exists")
+            if remember and rec["s"] in ACTIVE_CODES:
                 written[job_id] = (raw, dict(rec))
             else:
                 written.pop(job_id, None)
-        self._dirty.clear()
+        dirty.clear()
+        new.clear()
         self._flush_counts()
 
     def _flush_counts(self) -> None:
@@ -743,32 +750,46 @@ class JobStore:
         except lmdb.Error as exc:
             raise StoreError(f"job store {self.path}: sync failed: {exc}") from exc
 
+    def _begin_read(self) -> lmdb.Transaction:
+        """A read transaction, opened inside the gate (pair it with :meth:`_end_read`)."""
+        return self._retry_resized(self._begin_read_once)
+
+    def _begin_read_once(self) -> lmdb.Transaction:
+        gate = self._shared.gate
+        gate.enter()
+        try:
+            return self.env.begin(write=False, buffers=False)
+        except BaseException:
+            gate.leave()
+            raise
+
+    def _end_read(self, txn: lmdb.Transaction) -> None:
+        txn.abort()
+        self._shared.gate.leave()
+
     @contextlib.contextmanager
     def _read(self) -> Iterator[lmdb.Transaction]:
-        gate = self._shared.gate
-
-        def begin() -> tuple[Any, lmdb.Transaction]:
-            entered = gate.txn()
-            entered.__enter__()
-            try:
-                return entered, self.env.begin(write=False, buffers=False)
-            except BaseException:
-                entered.__exit__(None, None, None)
-                raise
-
-        entered, txn = self._retry_resized(begin)
+        txn = self._begin_read()
         try:
             yield txn
         finally:
-            txn.abort()
-            entered.__exit__(None, None, None)
+            self._end_read(txn)
 
     # -- reads
     def get_record(self, job_id: str) -> dict[str, Any] | None:
         job_id = JobId.parse(job_id)
-        with self._read() as txn:
+        # No context manager: this is the hot read (get_job, watch_job), a few µs in all.
+        txn = self._begin_read()
+        try:
             raw = txn.get(job_id.encode(), db=self._shared.jobs)
-        return None if raw is None else decode_record(job_id, bytes(raw))
+        finally:
+            self._end_read(txn)
+        if raw is None:
+            return None
+        known = self._shared.written.get(job_id)
+        if known is not None and known[0] == raw:
+            return dict(known[1])
+        return decode_record(job_id, raw)
 
     def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or None.
