@@ -77,6 +77,7 @@ from .store import (
     check_max_retries,
     check_timeout,
     new_record,
+    params_text,
     parse_params,
     record_to_job,
     truncate_message,
@@ -335,16 +336,24 @@ class JobManager:
         last_type: object = None
         jt = JobType.FLUSH
         executor: JobExecutor | None = None
+        validates = False
         for (job_type, params), key in zip(specs, keys, strict=True):
             if job_type is not last_type:  # bulk submissions mostly repeat one type
                 jt = JobType.parse(job_type)
                 executor = self._executors.get(jt)
                 last_type = job_type
-            params_dict, text = parse_params(params)
+                # An executor that does not check parameters needs no dict decoded for it.
+                validates = (executor is not None and type(executor).validate_params
+                             is not JobExecutor.validate_params)
+            if validates:
+                params_dict, text = parse_params(params)
+            else:
+                text = params_text(params)
             key = check_idempotency_key(key)
             if executor is None:
                 raise UnknownJobType(f"no executor is registered for job type {jt.value}")
-            executor.validate_params(params_dict)
+            if validates:
+                executor.validate_params(params_dict)
             prepared.append((jt, text, key, retries, timeout))
         call = _Call()
         self._inbox_send.send_nowait(("create", call, prepared))
@@ -925,14 +934,12 @@ class JobManager:
                     field="idempotency_key",
                 )
             seen[key] = i
-        ids = []
-        for jt, text, key, retries, timeout in prepared:
-            job_id = JobId.new(jt)
+        ids = _new_ids(prepared)
+        for job_id, (_, text, key, retries, timeout) in zip(ids, prepared, strict=True):
             txn.insert(
                 new_record(job_id, text, key=key, max_retries=retries, now=now,
                            status=JobStatus.QUEUED, timeout_s=timeout)
             )
-            ids.append(job_id)
         out.writes += len(ids)
         return ids, None
 
@@ -1227,6 +1234,20 @@ _TOKEN: Final = object()
 
 def _free(slot: _Slot) -> int:
     return slot.free
+
+
+def _new_ids(prepared: Sequence[tuple[JobType, Any, Any, Any, Any]]) -> list[JobId]:
+    """Ids for the prepared jobs, in submission order: one reservation per run of one type."""
+    ids: list[JobId] = []
+    i, n = 0, len(prepared)
+    while i < n:
+        jt = prepared[i][0]
+        j = i + 1
+        while j < n and prepared[j][0] is jt:
+            j += 1
+        ids.extend(JobId.new_many(jt, j - i))
+        i = j
+    return ids
 
 
 def _readable(
