@@ -863,10 +863,9 @@ class JobManager:
 
     def _commit(self, batch: _Batch) -> _Applied:
         """Apply the batch in one write transaction and commit it (runs in the writer)."""
-        applied = self.store.write(lambda txn: self._apply(txn, batch), sync=False)
-        if self.durable and applied.writes:
-            self.store.sync()
-        return applied
+        # Durable: the store's environment syncs every commit (data pages, then the meta
+        # page) before the commit returns, so nothing is acknowledged before it is on disk.
+        return self.store.write(lambda txn: self._apply(txn, batch), sync=False)
 
     def _apply(self, txn: StoreTxn, batch: _Batch) -> _Applied:
         out = _Applied()
@@ -1345,7 +1344,7 @@ async def open_job_manager(
     lock = _RuntimeLock(root)
     sink_id = None
     try:
-        store = JobStore(root, executors=executors, map_size=map_size)
+        store = JobStore(root, executors=executors, map_size=map_size, durable=durable)
         try:
             if log_file is not None:
                 sink_id = logger.add(

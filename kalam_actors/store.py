@@ -347,9 +347,10 @@ def _due_key(run_after_us: int, job_id: str) -> bytes:
 class _SharedEnv:
     """One lmdb.Environment per path per process, shared by every JobStore on that path."""
 
-    def __init__(self, path: Path, env: lmdb.Environment) -> None:
+    def __init__(self, path: Path, env: lmdb.Environment, durable: bool) -> None:
         self.path = path
         self.env = env
+        self.durable = durable
         self.users = 0
         self.gate = TxnGate()
         self.jobs = env.open_db(b"jobs")
@@ -372,7 +373,7 @@ _INITIAL_MAP_SIZE: Final = 256 << 20
 _WRITTEN_CACHE: Final = 4096  # records; about 1 KB each
 
 
-def _acquire_env(path: Path, map_size: int | None) -> _SharedEnv:
+def _acquire_env(path: Path, map_size: int | None, durable: bool) -> _SharedEnv:
     with _ENVS_LOCK:
         shared = _ENVS.get(path)
         if shared is None:
@@ -384,14 +385,17 @@ def _acquire_env(path: Path, map_size: int | None) -> _SharedEnv:
                     map_size=map_size or _INITIAL_MAP_SIZE,
                     max_dbs=8,
                     max_readers=1024,
-                    # Durability is decided per commit: the runtime syncs after each group
-                    # commit when durable, and JobStore writes always sync.
-                    sync=False,
-                    metasync=False,
+                    # Durable: every commit flushes its data pages, then its meta page, before
+                    # it returns. Committing unsynced and calling env.sync() afterwards is NOT
+                    # the same: the kernel may write the new meta page before the pages it
+                    # points to, and a power loss in between corrupts the store instead of
+                    # losing one transaction.
+                    sync=durable,
+                    metasync=durable,
                 )
             except (OSError, lmdb.Error) as exc:
                 raise StoreError(f"cannot open job store at {path}: {exc}") from exc
-            shared = _SharedEnv(path, env)
+            shared = _SharedEnv(path, env, durable)
             _check_schema(shared)
             _ENVS[path] = shared
         shared.users += 1
@@ -706,6 +710,10 @@ class JobStore:
         executors: executors whose ``validate_params`` check new jobs; by default the built-in
             executors, when they are importable.
         map_size: initial LMDB map size in bytes; it grows when full.
+        durable: every commit is on disk before it returns (the default). ``False`` is for
+            throwaway stores: a commit may be lost to a power cut, and one not yet flushed
+            may corrupt the store. Stores on one path in one process share the environment,
+            and with it the choice of the first one opened.
     """
 
     def __init__(
@@ -714,9 +722,10 @@ class JobStore:
         *,
         executors: Iterable[JobExecutor] | None = None,
         map_size: int | None = None,
+        durable: bool = True,
     ) -> None:
         self.path = Path(path).resolve()
-        self._shared = _acquire_env(self.path, map_size)
+        self._shared = _acquire_env(self.path, map_size, durable)
         self._closed = False
         self._validators: dict[JobType, JobExecutor] | None = (
             None if executors is None else {e.job_type: e for e in executors}
@@ -759,7 +768,9 @@ class JobStore:
     def write(self, fn: Callable[[StoreTxn], T], *, sync: bool = True) -> T:
         """Run ``fn`` in one write transaction and commit it (re-run whole if the map grows).
 
-        ``fn`` must only touch the store through the StoreTxn it gets: it may run twice.
+        ``fn`` must only touch the store through the StoreTxn it gets: it may run twice. On a
+        durable store the commit is on disk when this returns, whatever ``sync`` says; on a
+        store opened with ``durable=False``, ``sync`` flushes it afterwards.
         """
 
         def attempt() -> T:
@@ -767,7 +778,7 @@ class JobStore:
                 stxn = StoreTxn(self._shared, txn)
                 result = fn(stxn)
                 stxn._finish()
-            if sync:
+            if sync and not self._shared.durable:
                 self.env.sync(True)
             return result
 
