@@ -15,10 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pykka
+from loguru import logger
 
 from .context import JobContext
 from .executor import JobExecutor
-from .model import MAX_BACKOFF_MS, Job, JobDecision, Outcome
+from .model import MAX_BACKOFF_MS, JobDecision, Outcome
+from .store import record_to_job
 
 __all__ = ["Attempt", "AttemptResult", "Attempts", "ExecutorActor", "ExecutorThreadDied"]
 
@@ -27,10 +29,14 @@ __all__ = ["Attempt", "AttemptResult", "Attempts", "ExecutorActor", "ExecutorThr
 # dataclasses, because a frozen one costs three times as much to build. Nothing changes them.
 @dataclasses.dataclass(slots=True)
 class Attempt:
-    """One attempt of one job, told to an actor. ``token`` tells attempts of one job apart."""
+    """One attempt of one job, told to an actor. ``token`` tells attempts of one job apart.
+
+    ``record`` is the job's stored record as committed Running; the actor makes the
+    :class:`Job` from it, in its own thread, so the runtime's loop does not.
+    """
 
     ctx: JobContext
-    job: Job
+    record: dict[str, Any]
     token: int
 
 
@@ -94,7 +100,9 @@ class ExecutorActor(pykka.ThreadingActor):
             # Cancelled while waiting in the mailbox: never start it.
             return self._result(attempt, JobDecision.skipped("Cancelled before it started"), False)
         try:
-            decision = self.executor.execute(ctx, attempt.job)
+            job = record_to_job(attempt.record)
+            logger.debug(f"[{ctx.job_id}] Running (attempt {ctx.attempt})")
+            decision = self.executor.execute(ctx, job)
         except Exception as exc:
             return self._result(attempt, _from_exception(exc), True)
         except BaseException as exc:

@@ -7,9 +7,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from loguru import logger
 
-from .ids import JobId
+from .ids import JobId, JobType
 from .model import Job, Progress
 
 __all__ = ["CancelFlag", "JobContext"]
@@ -42,13 +43,12 @@ class JobContext:
     Attributes:
         job_id: the job's id.
         job_type: its type.
-        params: its parameters (a dict of its own; changing it changes nothing stored).
         attempt: 1 for the first run, 2 for the first retry, and so on.
         storage: whatever the runtime was opened with as ``storage``.
     """
 
-    __slots__ = ("_cancel", "_log", "_progress", "attempt", "job_id", "job_type", "params",
-                 "storage")
+    __slots__ = ("_cancel", "_log", "_params", "_params_text", "_progress", "attempt",
+                 "job_id", "job_type", "storage")
 
     def __init__(
         self,
@@ -59,14 +59,41 @@ class JobContext:
         progress_sink: ProgressSink,
         cancel_event: threading.Event | CancelFlag | None = None,
     ) -> None:
-        self.job_id = job.job_id
-        self.job_type = job.job_type
-        self.params = job.params
+        self._setup(job.job_id, job.job_type, job.parameters, attempt, storage, progress_sink,
+                    cancel_event if cancel_event is not None else CancelFlag())
+
+    @classmethod
+    def _for_attempt(
+        cls, job_id: JobId, job_type: JobType, params_text: str, attempt: int, storage: Any,
+        progress_sink: ProgressSink, cancel_event: CancelFlag,
+    ) -> JobContext:
+        """The runtime's constructor: from a stored record's fields, without a Job (the actor
+        builds that, off the runtime's loop)."""
+        ctx = cls.__new__(cls)
+        ctx._setup(job_id, job_type, params_text, attempt, storage, progress_sink, cancel_event)
+        return ctx
+
+    def _setup(
+        self, job_id: JobId, job_type: JobType, params_text: str, attempt: int, storage: Any,
+        progress_sink: ProgressSink, cancel_event: threading.Event | CancelFlag,
+    ) -> None:
+        self.job_id = job_id
+        self.job_type = job_type
         self.attempt = attempt
         self.storage = storage
+        self._params_text = params_text
+        self._params: dict[str, Any] | None = None  # decoded on first use, in the job's thread
         self._progress = progress_sink
-        self._cancel = cancel_event if cancel_event is not None else CancelFlag()
+        self._cancel = cancel_event
         self._log: Any = None  # bound on first use: most attempts never log
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The job's parameters: a dict of its own (changing it changes nothing stored)."""
+        params = self._params
+        if params is None:
+            params = self._params = orjson.loads(self._params_text)
+        return params
 
     def _logger(self) -> Any:
         if self._log is None:

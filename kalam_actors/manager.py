@@ -70,6 +70,7 @@ from .model import (
 from .schedules import Schedule, ScheduledJob
 from .store import (
     STATUS_OF,
+    TYPE_OF_PREFIX,
     JobStore,
     StoreTxn,
     append_trace,
@@ -1122,28 +1123,29 @@ class JobManager:
             logger.debug(f"[{job_id}] {decision.outcome.value}: {decision.message or ''}")
 
     def _start_attempt(self, rec: dict[str, Any]) -> _Slot:
-        job = record_to_job(rec)
-        slots = self._slots_by_prefix[job.job_id[:2]]
+        job_id: JobId = rec["id"]
+        prefix = job_id[:2]
+        slots = self._slots_by_prefix[prefix]
         slot = slots[0] if len(slots) == 1 else max(slots, key=_free)
         self._tokens += 1
+        token = self._tokens
         cancel_event = CancelFlag()
-        ctx = JobContext(
-            job,
-            storage=self.storage,
-            attempt=job.retry_count + 1,
-            progress_sink=self._progress_from_thread,
-            cancel_event=cancel_event,
+        # The actor builds the Job from the record (and logs "Running"): that work runs beside
+        # the next commit's fsync instead of in this loop.
+        ctx = JobContext._for_attempt(
+            job_id, TYPE_OF_PREFIX[prefix], rec["p"], rec["rc"] + 1, self.storage,
+            self._progress_from_thread, cancel_event,
         )
-        timeout = job.timeout_s or slot.executor.timeout_s
+        timeout = rec.get("to") or slot.executor.timeout_s
         deadline = None if timeout is None else trio.current_time() + timeout
-        flight = _InFlight(job.job_id, self._tokens, slot, ctx, cancel_event, deadline, timeout)
-        self._inflight[job.job_id] = flight
-        slot.held.add(job.job_id)
+        self._inflight[job_id] = _InFlight(
+            job_id, token, slot, ctx, cancel_event, deadline, timeout
+        )
+        slot.held.add(job_id)
         if deadline is not None:
-            heapq.heappush(self._deadlines, (deadline, self._tokens, job.job_id))
+            heapq.heappush(self._deadlines, (deadline, token, job_id))
             self._timer_kick.set()
-        logger.debug(f"[{job.job_id}] Running (attempt {ctx.attempt})")
-        slot.pending.append(Attempt(ctx, job, self._tokens))
+        slot.pending.append(Attempt(ctx, rec, token))
         return slot
 
     def _send_pending(self, slot: _Slot) -> None:
@@ -1152,7 +1154,7 @@ class JobManager:
             return  # the actor is down; its restart sends these
         live = []
         for attempt in slot.pending:
-            flight = self._inflight.get(attempt.job.job_id)
+            flight = self._inflight.get(attempt.ctx.job_id)
             if flight is not None and flight.token == attempt.token:
                 live.append((flight, attempt))
         if live:

@@ -84,7 +84,7 @@ _TERMINAL_CODES: Final = frozenset("CFXS")
 _ALLOWED_CODES: Final = frozenset(
     (CODE[old], CODE[new]) for old, targets in TRANSITIONS.items() for new in targets
 )
-_TYPE_OF_PREFIX: Final = {t.prefix: t for t in JobType}
+TYPE_OF_PREFIX: Final = {t.prefix: t for t in JobType}
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 T = TypeVar("T")
@@ -317,7 +317,7 @@ def record_to_job(rec: dict[str, Any]) -> Job:
         # and this runs for every job started and every job read.
         return Job(
             job_id,
-            _TYPE_OF_PREFIX[job_id[:2]],
+            TYPE_OF_PREFIX[job_id[:2]],
             STATUS_OF[rec["s"]],
             rec["p"],
             rec["k"],
@@ -448,6 +448,11 @@ class StoreTxn:
         # ...and the records written are encoded and put once, when the transaction ends.
         self._dirty: dict[str, dict[str, Any]] = {}
         self._new: set[str] = set()
+        # Records inserted in this transaction, by id, with their status code now: their
+        # status-index entry is written once, at the end. A job created and started in one
+        # group commit is indexed Running only (not Queued, then deleted, then Running);
+        # first_ids and ids_after merge these in, so the transaction sees them all along.
+        self._unindexed: dict[str, str] = {}
 
     # -- reads inside the transaction
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -481,13 +486,25 @@ class StoreTxn:
         start = (code + prefix).encode()
         out: list[str] = []
         cur = self.txn.cursor(db=self._s.status)
-        if not cur.set_range(start):
-            return out
-        for key in cur.iternext(keys=True, values=False):
-            if not bytes(key).startswith(start) or len(out) >= limit:
-                break
-            out.append(bytes(key[1:]).decode())
-        return out
+        if cur.set_range(start):
+            for key in cur.iternext(keys=True, values=False):
+                if not bytes(key).startswith(start) or len(out) >= limit:
+                    break
+                out.append(bytes(key[1:]).decode())
+        return self._with_unindexed(out, code, prefix, None, limit)
+
+    def _with_unindexed(
+        self, stored: list[str], code: str, prefix: str, after: str | None, limit: int
+    ) -> list[str]:
+        """``stored`` (ids read from the status index, in order) merged with the records this
+        transaction inserted whose index entries are still to be written."""
+        if not self._unindexed:
+            return stored
+        fresh = [job_id for job_id, c in self._unindexed.items()
+                 if c == code and job_id.startswith(prefix) and (after is None or job_id > after)]
+        if not fresh:
+            return stored
+        return heapq.nsmallest(limit, stored + fresh)
 
     def ids_after(
         self, code: str, after: str | None, limit: int, *, id_prefix: str = ""
@@ -500,16 +517,15 @@ class StoreTxn:
         start = code.encode() + (after or id_prefix).encode()
         out: list[str] = []
         cur = self.txn.cursor(db=self._s.status)
-        if not cur.set_range(start):
-            return out
-        for key in cur.iternext(keys=True, values=False):
-            if not bytes(key).startswith(prefix) or len(out) >= limit:
-                break
-            job_id = bytes(key[1:]).decode()
-            if after is not None and job_id <= after:
-                continue
-            out.append(job_id)
-        return out
+        if cur.set_range(start):
+            for key in cur.iternext(keys=True, values=False):
+                if not bytes(key).startswith(prefix) or len(out) >= limit:
+                    break
+                job_id = bytes(key[1:]).decode()
+                if after is not None and job_id <= after:
+                    continue
+                out.append(job_id)
+        return self._with_unindexed(out, code, id_prefix, after, limit)
 
     def due_ids(self, now: int, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` Retrying jobs whose due time is at or before ``now``."""
@@ -547,8 +563,7 @@ class StoreTxn:
             raise StoreError(f"[{job_id}] a job with this id already exists")
         self._recs[job_id] = self._dirty[job_id] = rec
         self._new.add(job_id)  # _finish refuses it if the id is taken in the store
-        code = rec["s"]
-        txn.put((code + job_id).encode(), b"", db=s.status)
+        code = self._unindexed[job_id] = rec["s"]
         if rec["k"] is not None and code in ACTIVE_CODES:
             txn.put(rec["k"].encode(), bid, db=s.keys)
         if code == "Y" and rec["ra"] is not None:
@@ -589,8 +604,12 @@ class StoreTxn:
             rec["st"] = now
         if new_code == "Y" and rec["ra"] is not None:
             txn.put(_due_key(rec["ra"], job_id), b"", db=s.due)
-        txn.delete((old_code + job_id).encode(), db=s.status)
-        txn.put((new_code + job_id).encode(), b"", db=s.status)
+        unindexed = self._unindexed
+        if job_id in unindexed:
+            unindexed[job_id] = new_code
+        else:
+            txn.delete((old_code + job_id).encode(), db=s.status)
+            txn.put((new_code + job_id).encode(), b"", db=s.status)
         self._recs[job_id] = self._dirty[job_id] = rec
         prefix = job_id[:2]
         counts = self._counts
@@ -610,7 +629,8 @@ class StoreTxn:
         self._dirty.pop(job_id, None)
         self._s.written.pop(job_id, None)
         self.txn.delete(job_id.encode(), db=self._s.jobs)
-        self.txn.delete((rec["s"] + job_id).encode(), db=self._s.status)
+        if self._unindexed.pop(job_id, None) is None:
+            self.txn.delete((rec["s"] + job_id).encode(), db=self._s.status)
         self._count(rec["s"], job_id, -1)
 
     def get_slot(self, name: str) -> int | None:
@@ -624,7 +644,8 @@ class StoreTxn:
     def quarantine(self, job_id: str, code: str, due: int | None = None) -> None:
         """Take an unreadable record out of the status (and due) index so work goes on; the
         record stays, and ``meta`` remembers it under ``quarantine:<id>``."""
-        self.txn.delete((code + job_id).encode(), db=self._s.status)
+        if self._unindexed.pop(job_id, None) is None:
+            self.txn.delete((code + job_id).encode(), db=self._s.status)
         if due is not None:
             self.txn.delete(_due_key(due, job_id), db=self._s.due)
         self.txn.put(b"quarantine:" + job_id.encode(), code.encode(), db=self._s.meta)
@@ -652,6 +673,12 @@ class StoreTxn:
             self._put_records(dirty)
             dirty.clear()
             self._new.clear()
+        unindexed = self._unindexed
+        if unindexed:
+            self.txn.cursor(db=self._s.status).putmulti(
+                (code.encode() + job_id.encode(), b"") for job_id, code in unindexed.items()
+            )
+            unindexed.clear()
         self._flush_counts()
 
     def _put_records(self, dirty: dict[str, dict[str, Any]]) -> None:
@@ -961,8 +988,8 @@ class JobStore:
             for key, raw in txn.cursor(db=self._shared.counts):
                 value = int.from_bytes(raw, "big", signed=True)
                 code, prefix = bytes(key[:1]).decode(), bytes(key[1:]).decode()
-                if value > 0 and code in STATUS_OF and prefix in _TYPE_OF_PREFIX:
-                    out[(STATUS_OF[code], _TYPE_OF_PREFIX[prefix])] = value
+                if value > 0 and code in STATUS_OF and prefix in TYPE_OF_PREFIX:
+                    out[(STATUS_OF[code], TYPE_OF_PREFIX[prefix])] = value
         return out
 
     def last_slot(self, name: str) -> int | None:

@@ -345,3 +345,23 @@ def test_record_to_job_maps_every_field() -> None:
     assert job.progress == Progress(3, 9, "note")
     assert [int(t.timestamp()) for t in (job.created_at, job.updated_at, job.started_at,
                                          job.finished_at, job.run_after)] == [1, 2, 3, 4, 5]
+
+
+def test_a_transaction_lists_the_jobs_it_inserted_in_id_order(store: JobStore) -> None:
+    older = JobId.new(JobType.FLUSH)
+    store.write(lambda txn: txn.insert(_queued(older)))
+    newer = [JobId.new(JobType.FLUSH) for _ in range(3)]
+
+    def insert_and_list(txn: StoreTxn) -> tuple[list[str], list[str], list[str]]:
+        for job_id in reversed(newer):  # inserted out of order: listed in id order all the same
+            txn.insert(_queued(job_id))
+        txn.move(txn.require(newer[1]), JobStatus.RUNNING, 1)
+        return (txn.first_ids("Q", "FL-", 10), txn.ids_after("Q", older, 10),
+                txn.first_ids("R", "", 10))
+
+    queued, after_older, running = store.write(insert_and_list)
+    assert queued == [older, newer[0], newer[2]]
+    assert after_older == [newer[0], newer[2]]
+    assert running == [newer[1]]
+    listed = store.list_jobs(JobFilter(status=JobStatus.QUEUED))
+    assert [j.job_id for j in listed] == [older, newer[0], newer[2]]
