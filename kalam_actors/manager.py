@@ -115,24 +115,42 @@ class ManagerStatistics:
 
 
 class _Call:
-    """A request from a trio task that waits for the loop's answer."""
+    """A request from a trio task that waits for the loop's answer.
 
-    __slots__ = ("done", "error", "result")
+    The waiting task parks itself with ``wait_task_rescheduled`` and the loop reschedules it:
+    a trio.Event (and its parking lot) per call cost more than the call's own work in the
+    loop. A caller cancelled while waiting leaves; its answer is then dropped.
+    """
+
+    __slots__ = ("done", "error", "result", "task")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.done = False
+        self.task: trio.lowlevel.Task | None = None
         self.result: Any = None
         self.error: BaseException | None = None
 
     def answer(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.result, self.error = result, error
-        self.done.set()
+        if self.done:
+            return
+        self.result, self.error, self.done = result, error, True
+        task, self.task = self.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     async def wait(self) -> Any:
-        await self.done.wait()
+        if not self.done:
+            self.task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        else:
+            await trio.lowlevel.checkpoint()
         if self.error is not None:
             raise self.error
         return self.result
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self.task = None  # the answer, when it comes, wakes nobody
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -300,13 +318,15 @@ class JobManager:
             IdempotentConflict: an active job holds the key; it names that job.
             RuntimeStopped: the manager is shutting down.
         """
-        ids = await self.create_jobs(
-            [(job_type, params)],
-            idempotency_keys=[idempotency_key],
-            max_retries=max_retries,
-            timeout_s=timeout_s,
-            atomic=True,
-        )
+        # The single-job path of create_jobs, without its lists: engines submit one at a time.
+        self._check_open()
+        jt = JobType.parse(job_type)
+        executor = self._executors.get(jt)
+        one = self._prepare(jt, executor, _validates(executor), params, idempotency_key,
+                            check_max_retries(max_retries), check_timeout(timeout_s))
+        call = _Call()
+        self._inbox_send.send_nowait(("create", call, [one]))
+        ids: list[JobId] = await call.wait()
         return ids[0]
 
     async def create_jobs(
@@ -342,24 +362,30 @@ class JobManager:
             if job_type is not last_type:  # bulk submissions mostly repeat one type
                 jt = JobType.parse(job_type)
                 executor = self._executors.get(jt)
+                validates = _validates(executor)
                 last_type = job_type
-                # An executor that does not check parameters needs no dict decoded for it.
-                validates = (executor is not None and type(executor).validate_params
-                             is not JobExecutor.validate_params)
-            if validates:
-                params_dict, text = parse_params(params)
-            else:
-                text = params_text(params)
-            key = check_idempotency_key(key)
-            if executor is None:
-                raise UnknownJobType(f"no executor is registered for job type {jt.value}")
-            if validates:
-                executor.validate_params(params_dict)
-            prepared.append((jt, text, key, retries, timeout))
+            prepared.append(self._prepare(jt, executor, validates, params, key, retries, timeout))
         call = _Call()
         self._inbox_send.send_nowait(("create", call, prepared))
         result: list[JobId] = await call.wait()
         return result
+
+    @staticmethod
+    def _prepare(
+        jt: JobType, executor: JobExecutor | None, validates: bool, params: Any, key: Any,
+        retries: int, timeout: float | None,
+    ) -> tuple[JobType, str, str | None, int, float | None]:
+        """Check one new job (as JobStore.prepare does, with the per-call checks done)."""
+        if validates:
+            params_dict, text = parse_params(params)
+        else:
+            text = params_text(params)
+        key = check_idempotency_key(key)
+        if executor is None:
+            raise UnknownJobType(f"no executor is registered for job type {jt.value}")
+        if validates:
+            executor.validate_params(params_dict)
+        return jt, text, key, retries, timeout
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or None (a direct read of the store).
@@ -1235,6 +1261,12 @@ _TOKEN: Final = object()
 
 def _free(slot: _Slot) -> int:
     return slot.free
+
+
+def _validates(executor: JobExecutor | None) -> bool:
+    """Does the executor check parameters? One that does not needs no dict decoded for it."""
+    return (executor is not None
+            and type(executor).validate_params is not JobExecutor.validate_params)
 
 
 def _new_ids(prepared: Sequence[tuple[JobType, Any, Any, Any, Any]]) -> list[JobId]:
