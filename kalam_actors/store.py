@@ -846,12 +846,22 @@ class JobStore:
     # -- reads
     def get_record(self, job_id: str) -> dict[str, Any] | None:
         job_id = JobId.parse(job_id)
-        # No context manager: this is the hot read (get_job, watch_job), a few µs in all.
-        txn = self._begin_read()
+        # No context manager and no retry wrapper on the way in: this is the hot read
+        # (get_job, watch_job), a few µs in all. A resized map takes the general path.
+        shared = self._shared
+        gate = shared.gate
+        gate.enter()
+        txn: lmdb.Transaction
         try:
-            raw = txn.get(job_id.encode(), db=self._shared.jobs)
+            txn = shared.env.begin(write=False, buffers=False)
+        except BaseException:
+            gate.leave()
+            txn = self._begin_read()
+        try:
+            raw = txn.get(job_id.encode(), db=shared.jobs)
         finally:
-            self._end_read(txn)
+            txn.abort()
+            gate.leave()
         if raw is None:
             return None
         known = self._shared.written.get(job_id)
