@@ -152,15 +152,16 @@ def b4(cfg: Config, state: dict[str, Any]) -> list[Row]:
 
 def b5(cfg: Config, state: dict[str, Any]) -> list[Row]:
     runs = max(1, min(3, cfg.runs))
-    big = repeat("stored", "reads", {"terminal": cfg.b5_big, "queued": 10_000}, runs, cfg.log)
-    small = repeat("stored", "reads", {"terminal": cfg.b5_small, "queued": 10_000}, runs,
-                   cfg.log)
+    # Alternating big and small: the figure is a ratio, and load on this machine drifts.
+    big, small = repeat_pair(
+        ("stored", "reads", {"terminal": cfg.b5_big, "queued": 10_000}),
+        ("stored", "reads", {"terminal": cfg.b5_small, "queued": 10_000}), runs, cfg.log)
     rows: list[Row] = []
     how = (f"Store of {cfg.b5_big:,} Completed + 10,000 Queued jobs (every Queued job holds an "
            f"idempotency key), written directly with StoreTxn.insert and cached in bench/.work; "
            f"compared with {cfg.b5_small:,} + 10,000. Median µs per call of 2,000 calls "
            f"(100 for the listing), JobStore API in a process running no runtime; "
-           f"median of {runs} runs.")
+           f"median of {runs} runs of each store, alternating.")
     specs = [
         ("list_queued_100_us", "list_jobs(status=Queued, limit=100)", 5000.0, "≤ 5 ms"),
         ("get_job_us", "get_job(id)", 20.0, "≤ 20 µs"),
@@ -253,21 +254,24 @@ def b9(cfg: Config, state: dict[str, Any]) -> list[Row]:
     base = repeat("jobs", "noop_throughput", {"n": n}, runs, cfg.log)
     b = median_of(base, "rate")
     rows: list[Row] = []
-    variants: list[tuple[str, dict[str, Any], str]] = [
-        ("thread", {"cpu": "thread"}, "CPU executor in its actor thread, default switch "
-         "interval (5 ms)"),
-        ("thread+switch", {"cpu": "thread", "switch_interval": 0.0005},
-         "CPU executor in its actor thread, sys.setswitchinterval(0.0005)"),
+    # The choice (process) is the figure; the two ways that keep the work in the actor thread
+    # are measured beside it, as the alternatives it was chosen over.
+    variants: list[tuple[str, dict[str, Any], str, bool]] = [
         ("process", {"cpu": "process"}, "CPU executor hands the work to a 1-process pool and "
-         "waits (its actor thread releases the GIL while waiting)"),
+         "waits (its actor thread releases the GIL while waiting)", True),
+        ("thread (alternative)", {"cpu": "thread"}, "CPU executor in its actor thread, default "
+         "switch interval (5 ms)", False),
+        ("thread+switch (alternative)", {"cpu": "thread", "switch_interval": 0.0005},
+         "CPU executor in its actor thread, sys.setswitchinterval(0.0005)", False),
     ]
-    for name, kw, text in variants:
+    for name, kw, text, chosen in variants:
         res = repeat("jobs", "noop_throughput", {"n": n, "cpu_ms": 20.0, **kw}, runs, cfg.log)
         r = median_of(res, "rate")
         slow = b / r
         rows.append(Row(
             "B9", f"no-op jobs/s beside a CPU-bound executor: {name}", r, None, "jobs/s",
-            f"slowdown ≤ 2{X}", slow <= 2.0,
+            f"slowdown ≤ 2{X}" if chosen else f"(informative; slowdown {slow:.2f}{X})",
+            slow <= 2.0 if chosen else None,
             f"{text}; the CPU executor (JobType.COMPACT, 20 ms of pure-Python work a job, 2,000 "
             f"queued) runs beside {n:,} durable no-ops as in B1. Slowdown = "
             f"{b:,.0f}/s alone ÷ this = {slow:.2f}{X}. Median of {runs} runs.",
