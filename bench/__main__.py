@@ -122,7 +122,8 @@ def b3(cfg: Config, state: dict[str, Any]) -> list[Row]:
     p50, p99 = median_of(ours, "p50_ms"), median_of(ours, "p99_ms")
     how = (f"Open loop: single create_job calls at {rate:,.0f}/s (half of B1"
            f"{'' if b1_rate else ' — B1 not run, 2,500/s assumed'}), each from its own trio "
-           f"task, for {cfg.latency_s:g} s, durable=True; latency = create_job call → first "
+           f"task, for {cfg.latency_s:g} s, durable=True, the runtime configured as in B1 "
+           f"(prefetch 256, max_concurrent 256); latency = create_job call → first "
            f"line of execute in the actor thread. Peer (for scale, not a target): MemoryHuey at "
            f"half its B2 rate ({peer_rate:,.0f}/s), enqueue → first line of the task. "
            f"Median over {runs} runs of each run's percentile.")

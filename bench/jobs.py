@@ -169,7 +169,7 @@ def noop_throughput(
 
 def start_latency(
     rate: float, seconds: float, durable: bool = True, max_concurrent: int = 256,
-    prefetch: int = 64,
+    prefetch: int = 256,
 ) -> dict[str, Any]:
     """Open-loop: single create_job calls at ``rate``/s, each from its own trio task; latency
     is from just before the create_job call to the first line of ``execute`` (same clock,
