@@ -84,7 +84,10 @@ def b1(cfg: Config, state: dict[str, Any]) -> list[Row]:
         f"run (1 actor, prefetch 256, max_concurrent 256, durable=True: every commit fsynced "
         f"before it is answered); rate = n / (first submission → n-th Completed committed). "
         f"CPU time of the process per job (all threads): "
-        f"{median_of(ours, 'cpu_us_per_job'):.0f} µs. "
+        f"{median_of(ours, 'cpu_us_per_job'):.0f} µs — the trio loop "
+        f"{median_of(ours, 'cpu_us_per_job_loop'):.0f}, the commit thread "
+        f"{median_of(ours, 'cpu_us_per_job_writer'):.0f}, actors and the rest "
+        f"{median_of(ours, 'cpu_us_per_job_other'):.0f} (per-thread CPU from /proc). "
         f"Peer: SqliteHuey(fsync=True, WAL), 2 thread workers in-process, {cfg.n_sqlite} tasks "
         f"enqueued one by one while the consumer runs. Median of {cfg.runs} runs each, ours "
         f"and the peer's alternating.",

@@ -58,3 +58,28 @@ class Stopwatch:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process, from /proc, keyed
+    "loop" (the main thread: trio), "writer" (trio's worker threads: the group commits) and
+    "other" (executor actors and the rest, summed). Threads that ended are not counted."""
+    import threading
+
+    main = threading.main_thread().native_id
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"loop": 0.0, "writer": 0.0, "other": 0.0}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue  # the thread ended while we looked
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        kind = ("loop" if int(tid) == main else
+                "writer" if name.startswith("Trio thread") else "other")
+        out[kind] += cpu
+    return out
+

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from ._common import percentile, quiet_logging, scratch_dir
+from ._common import percentile, quiet_logging, scratch_dir, thread_cpu_s
 
 # A CPU-bound job: pure Python that holds the GIL for about ``ms`` milliseconds.
 _STOP_CPU = threading.Event()
@@ -109,6 +109,7 @@ async def _drive(
                 last.append(ids[-1])
 
             before = m.statistics()
+            threads0 = thread_cpu_s()
             cpu0 = _cpu_s()
             t0 = time.perf_counter()
             async with trio.open_nursery() as nursery:
@@ -122,6 +123,7 @@ async def _drive(
                 await trio.sleep(0.0005)
             elapsed = time.perf_counter() - t0
             cpu_s = _cpu_s() - cpu0
+            threads1 = thread_cpu_s()
             after = m.statistics()
             _STOP_CPU.set()
             commits = after.commits - before.commits
@@ -134,6 +136,8 @@ async def _drive(
         "cpu_us_per_job": cpu_s * 1e6 / n,
         "commits": commits,
         "writes_per_commit": changes / max(commits, 1),
+        # Per thread (clock ticks, 10 ms: meaningful over a whole run, not per job alone).
+        **{f"cpu_us_per_job_{k}": (threads1[k] - threads0[k]) * 1e6 / n for k in threads1},
     }
     return result
 
