@@ -313,6 +313,7 @@ def record_to_job(rec: dict[str, Any]) -> Job:
     job_id = JobId(rec["id"])
     try:
         pg = rec["pg"]
+        st, f, ra = rec["st"], rec["f"], rec["ra"]
         # Positional: a frozen dataclass with sixteen keyword arguments costs twice as much,
         # and this runs for every job started and every job read.
         return Job(
@@ -328,9 +329,9 @@ def record_to_job(rec: dict[str, Any]) -> Job:
             None if pg is None else Progress(pg[0], pg[1], pg[2]),
             _datetime_of(rec["c"]),
             _datetime_of(rec["u"]),
-            us_to_datetime(rec["st"]),
-            us_to_datetime(rec["f"]),
-            us_to_datetime(rec["ra"]),
+            None if st is None else _datetime_of(st),
+            None if f is None else _datetime_of(f),
+            None if ra is None else _datetime_of(ra),
             rec.get("to"),
         )
     except (KeyError, TypeError, IndexError) as exc:
