@@ -892,7 +892,8 @@ class JobManager:
         """Apply the batch in one write transaction and commit it (runs in the writer)."""
         # Durable: the store's environment syncs every commit (data pages, then the meta
         # page) before the commit returns, so nothing is acknowledged before it is on disk.
-        return self.store.write(lambda txn: self._apply(txn, batch), sync=False)
+        # (Should this process have opened the path non-durably first, sync= still flushes.)
+        return self.store.write(lambda txn: self._apply(txn, batch), sync=self.durable)
 
     def _apply(self, txn: StoreTxn, batch: _Batch) -> _Applied:
         out = _Applied()

@@ -741,7 +741,9 @@ class JobStore:
         durable: every commit is on disk before it returns (the default). ``False`` is for
             throwaway stores: a commit may be lost to a power cut, and one not yet flushed
             may corrupt the store. Stores on one path in one process share the environment,
-            and with it the choice of the first one opened.
+            and with it the choice of the first one opened; a durable store on an
+            environment opened non-durably still flushes each write it makes, after its
+            commit.
     """
 
     def __init__(
