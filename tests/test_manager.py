@@ -226,6 +226,25 @@ async def test_concurrent_creates_with_one_key_make_one_job(path: Path, vclock: 
     assert len(made) == 1 and len(conflicts) == 299 and set(conflicts) == set(made)
 
 
+async def test_a_caller_cancelled_while_waiting_leaves_the_runtime_serving(
+    path: Path, vclock: object
+) -> None:
+    """A create_job whose caller is cancelled while it waits for its commit may still create
+    the job; the answer, when the commit lands, must wake nobody and break nothing."""
+    executor = ScriptedExecutor()
+    async with open_job_manager(path, executors=[executor]) as manager:
+        with trio.CancelScope() as scope:
+            scope.cancel()  # the wait for the answer is cancelled at once; the job was sent
+            await manager.create_job(JobType.FLUSH, {"n": 1})
+        assert scope.cancelled_caught
+        after = await manager.create_job(JobType.FLUSH, {"n": 2})
+        assert (await manager.wait_job(after)).status is S.COMPLETED
+        jobs = await manager.list_jobs()
+        assert [j.params["n"] for j in jobs] == [1, 2]  # the abandoned call's job was created
+        for job in jobs:
+            assert (await manager.wait_job(job.job_id)).status is S.COMPLETED
+
+
 # ---------------------------------------------------------------- outside submitters
 
 
