@@ -365,3 +365,13 @@ def test_a_transaction_lists_the_jobs_it_inserted_in_id_order(store: JobStore) -
     assert running == [newer[1]]
     listed = store.list_jobs(JobFilter(status=JobStatus.QUEUED))
     assert [j.job_id for j in listed] == [older, newer[0], newer[2]]
+
+
+def test_a_durable_store_lets_lmdb_sync_every_commit(tmp_path: Path) -> None:
+    """Durability comes from LMDB's own commit (data pages, then the meta page), never from
+    an unsynced commit followed by env.sync(): in that mode a power cut may write the new meta
+    page before the pages it points to, and corrupt the store."""
+    with JobStore(tmp_path / "durable", executors=[]) as durable:
+        assert durable.env.flags()["sync"] and durable.env.flags()["metasync"]
+    with JobStore(tmp_path / "scratch", executors=[], durable=False) as scratch:
+        assert not scratch.env.flags()["sync"]
