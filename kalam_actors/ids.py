@@ -210,6 +210,8 @@ class JobId(str):
         """
         if n < 0:
             raise ValueError(f"cannot make {n} job ids")
+        if n == 1:
+            return [cls.new(job_type)]  # the run bookkeeping below only costs for one id
         ids: list[JobId] = []
         value = _suffixes.take(n) if n else 0
         end = value + n

@@ -1272,8 +1272,6 @@ def _validates(executor: JobExecutor | None) -> bool:
 
 def _new_ids(prepared: Sequence[tuple[JobType, Any, Any, Any, Any]]) -> list[JobId]:
     """Ids for the prepared jobs, in submission order: one reservation per run of one type."""
-    if len(prepared) == 1:
-        return [JobId.new(prepared[0][0])]  # one id: new_many's batching only costs here
     ids: list[JobId] = []
     i, n = 0, len(prepared)
     while i < n:
