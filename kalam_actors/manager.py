@@ -324,9 +324,7 @@ class JobManager:
         executor = self._executors.get(jt)
         one = self._prepare(jt, executor, _validates(executor), params, idempotency_key,
                             check_max_retries(max_retries), check_timeout(timeout_s))
-        call = _Call()
-        self._inbox_send.send_nowait(("create", call, [one]))
-        ids: list[JobId] = await call.wait()
+        ids: list[JobId] = await self._ask("create", [one])
         return ids[0]
 
     async def create_jobs(
@@ -365,10 +363,14 @@ class JobManager:
                 validates = _validates(executor)
                 last_type = job_type
             prepared.append(self._prepare(jt, executor, validates, params, key, retries, timeout))
-        call = _Call()
-        self._inbox_send.send_nowait(("create", call, prepared))
-        result: list[JobId] = await call.wait()
+        result: list[JobId] = await self._ask("create", prepared)
         return result
+
+    async def _ask(self, kind: str, payload: Any) -> Any:
+        """Send a request to the loop and wait for its answer (or its error, raised here)."""
+        call = _Call()
+        self._inbox_send.send_nowait((kind, call, payload))
+        return await call.wait()
 
     @staticmethod
     def _prepare(
@@ -420,9 +422,7 @@ class JobManager:
         """
         self._check_open(allow_stopping=True)
         job_id = JobId.parse(job_id)
-        call = _Call()
-        self._inbox_send.send_nowait(("cancel", call, job_id))
-        result: Job = await call.wait()
+        result: Job = await self._ask("cancel", job_id)
         return result
 
     async def wait_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
