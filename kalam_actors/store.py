@@ -100,10 +100,6 @@ def now_us() -> int:
 _DATETIMES: dict[int, datetime] = {}
 
 
-def us_to_datetime(us: int | None) -> datetime | None:
-    return None if us is None else _datetime_of(us)
-
-
 def _datetime_of(us: int) -> datetime:
     dt = _DATETIMES.get(us)
     if dt is None:
@@ -815,7 +811,8 @@ class JobStore:
         return self._retry_resized(attempt)
 
     def sync(self) -> None:
-        """Flush committed transactions to disk (fsync)."""
+        """Flush committed transactions to disk (fsync). A durable store's commits are on
+        disk already; this is for a store opened with ``durable=False``."""
         try:
             self.env.sync(True)
         except lmdb.Error as exc:
@@ -851,20 +848,14 @@ class JobStore:
         job_id = JobId.parse(job_id)
         # No context manager and no retry wrapper on the way in: this is the hot read
         # (get_job, watch_job), a few µs in all. A resized map takes the general path.
-        shared = self._shared
-        gate = shared.gate
-        gate.enter()
-        txn: lmdb.Transaction
         try:
-            txn = shared.env.begin(write=False, buffers=False)
-        except BaseException:
-            gate.leave()
+            txn = self._begin_read_once()
+        except lmdb.Error:
             txn = self._begin_read()
         try:
-            raw = txn.get(job_id.encode(), db=shared.jobs)
+            raw = txn.get(job_id.encode(), db=self._shared.jobs)
         finally:
-            txn.abort()
-            gate.leave()
+            self._end_read(txn)
         if raw is None:
             return None
         known = self._shared.written.get(job_id)
