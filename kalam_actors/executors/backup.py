@@ -26,15 +26,14 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
 import orjson
 import zstandard
 
-from ..executor import JobExecutor
 from ..ids import JobType
 from ..model import JobDecision
 from ..storage.interface import Snapshot, StorageEngine
 from . import _params as p
+from ._base import EngineExecutor
 
 if TYPE_CHECKING:
     from ..context import JobContext
-    from ..model import Job
 
 __all__ = ["ARCHIVE_FORMAT", "MEMBER_RE", "BackupExecutor", "sha256_file"]
 
@@ -59,7 +58,7 @@ class _Stopped(Exception):
     """The job was cancelled while the archive was being written."""
 
 
-class BackupExecutor(JobExecutor):
+class BackupExecutor(EngineExecutor):
     """Parameters: ``namespace_id``, ``table_name``, ``table_type``, ``backup_location`` (a
     local path or ``file://`` URL under one of the engine's backup roots; relative paths are
     taken from the first root), ``compression`` (``zstd``, the default, or ``none``).
@@ -73,9 +72,6 @@ class BackupExecutor(JobExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def __init__(self, engine: StorageEngine | None = None) -> None:
-        self._engine = engine
-
     def validate_params(self, params: dict[str, Any]) -> None:
         p.check_fields(params, ("namespace_id", "table_name", "table_type", "backup_location"),
                        ("compression",))
@@ -86,9 +82,6 @@ class BackupExecutor(JobExecutor):
         roots = getattr(self._engine, "backup_roots", None)
         if roots is not None:
             p.resolve_location(location, tuple(roots), "backup_location")
-
-    def execute(self, ctx: JobContext, job: Job) -> JobDecision:
-        return p.guard(ctx, lambda engine: self._run(ctx, engine))
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
         self.validate_params(ctx.params)

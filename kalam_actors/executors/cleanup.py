@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..executor import JobExecutor
 from ..ids import JobType
 from ..model import JobDecision
 from ..storage.interface import CleanupResult, StorageEngine
 from . import _params as p
+from ._base import EngineExecutor
 
 if TYPE_CHECKING:
     from ..context import JobContext
-    from ..model import Job
 
 __all__ = ["CleanupExecutor"]
 
 OPERATIONS: Final = ("drop_table", "truncate", "remove_orphaned")
 
 
-class CleanupExecutor(JobExecutor):
+class CleanupExecutor(EngineExecutor):
     """Parameters: ``table_id`` (``"ns:table"``), ``table_type``, ``operation``:
 
     - ``drop_table``: hot rows, segments, manifest and the table's metadata;
@@ -35,17 +34,11 @@ class CleanupExecutor(JobExecutor):
     cancellable: ClassVar[bool] = False
     rerun_on_recovery: ClassVar[bool] = True
 
-    def __init__(self, engine: StorageEngine | None = None) -> None:
-        self._engine = engine
-
     def validate_params(self, params: dict[str, Any]) -> None:
         p.check_fields(params, ("table_id", "table_type", "operation"))
         p.table_id(params)
         p.table_type(params)
         p.choice(params, "operation", OPERATIONS, default="")
-
-    def execute(self, ctx: JobContext, job: Job) -> JobDecision:
-        return p.guard(ctx, lambda engine: self._run(ctx, engine))
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
         self.validate_params(ctx.params)

@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..executor import JobExecutor
 from ..ids import JobType
 from ..model import JobDecision
 from ..storage.errors import OperationCancelled, SegmentsChanged
 from ..storage.interface import SegmentInfo, StorageEngine
 from . import _params as p
+from ._base import EngineExecutor
 
 if TYPE_CHECKING:
     from ..context import JobContext
-    from ..model import Job
 
 __all__ = ["CompactExecutor", "plan_groups"]
 
@@ -44,7 +43,7 @@ def plan_groups(segments: Sequence[SegmentInfo], target_bytes: int) -> list[list
     return [g for g in groups if len(g) >= 2]
 
 
-class CompactExecutor(JobExecutor):
+class CompactExecutor(EngineExecutor):
     """Parameters: ``namespace_id``, ``table_name``, ``table_type``,
     ``target_file_size_mb`` (a number > 0, default 128).
 
@@ -58,17 +57,11 @@ class CompactExecutor(JobExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def __init__(self, engine: StorageEngine | None = None) -> None:
-        self._engine = engine
-
     def validate_params(self, params: dict[str, Any]) -> None:
         p.check_fields(params, ("namespace_id", "table_name", "table_type"),
                        ("target_file_size_mb",))
         p.table_target(params)
         p.number(params, "target_file_size_mb", default=DEFAULT_TARGET_MB)
-
-    def execute(self, ctx: JobContext, job: Job) -> JobDecision:
-        return p.guard(ctx, lambda engine: self._run(ctx, engine))
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
         self.validate_params(ctx.params)

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..executor import JobExecutor
 from ..ids import JobType
 from ..model import JobDecision
 from ..storage.errors import OperationCancelled
 from ..storage.interface import StorageEngine
 from . import _params as p
+from ._base import EngineExecutor
 
 if TYPE_CHECKING:
     from ..context import JobContext
-    from ..model import Job
 
 __all__ = ["FlushExecutor"]
 
 
-class FlushExecutor(JobExecutor):
+class FlushExecutor(EngineExecutor):
     """Parameters: ``namespace_id``, ``table_name``, ``table_type`` (``User``/``Shared``/
     ``Stream``).
 
@@ -33,15 +32,9 @@ class FlushExecutor(JobExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def __init__(self, engine: StorageEngine | None = None) -> None:
-        self._engine = engine
-
     def validate_params(self, params: dict[str, Any]) -> None:
         p.check_fields(params, ("namespace_id", "table_name", "table_type"))
         p.table_target(params)
-
-    def execute(self, ctx: JobContext, job: Job) -> JobDecision:
-        return p.guard(ctx, lambda engine: self._run(ctx, engine))
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
         self.validate_params(ctx.params)

@@ -14,18 +14,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from ..executor import JobExecutor
 from ..ids import JobType
 from ..model import JobDecision
 from ..storage.errors import CorruptSegment
 from ..storage.interface import ImportFile, StorageEngine, TableInfo, TableType
 from ..storage.names import is_name
 from . import _params as p
+from ._base import EngineExecutor
 from .backup import ARCHIVE_FORMAT, MANIFEST_NAME, MEMBER_RE, sha256_file
 
 if TYPE_CHECKING:
     from ..context import JobContext
-    from ..model import Job
 
 __all__ = ["RestoreExecutor"]
 
@@ -42,7 +41,7 @@ class _Stopped(Exception):
     """Cancelled while reading the archive."""
 
 
-class RestoreExecutor(JobExecutor):
+class RestoreExecutor(EngineExecutor):
     """Parameters: ``backup_location`` (an archive written by Backup, or the folder holding
     them, in which case the newest is used; under the engine's backup roots),
     ``target_namespace``, ``target_table_name``, ``overwrite`` (default false).
@@ -58,9 +57,6 @@ class RestoreExecutor(JobExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def __init__(self, engine: StorageEngine | None = None) -> None:
-        self._engine = engine
-
     def validate_params(self, params: dict[str, Any]) -> None:
         p.check_fields(params, ("backup_location", "target_namespace", "target_table_name"),
                        ("overwrite",))
@@ -72,9 +68,6 @@ class RestoreExecutor(JobExecutor):
         roots = getattr(self._engine, "backup_roots", None)
         if roots is not None:
             p.resolve_location(location, tuple(roots), "backup_location")
-
-    def execute(self, ctx: JobContext, job: Job) -> JobDecision:
-        return p.guard(ctx, lambda engine: self._run(ctx, engine))
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
         self.validate_params(ctx.params)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..executor import JobExecutor
 from ..ids import JobType
 from ..model import JobDecision
 from ..storage.interface import Key, StorageEngine, Version
 from . import _params as p
+from ._base import EngineExecutor
 
 if TYPE_CHECKING:
     from ..context import JobContext
-    from ..model import Job
 
 __all__ = ["RetentionExecutor", "latest_versions"]
 
@@ -31,7 +30,7 @@ def latest_versions(versions: list[Version]) -> tuple[dict[Key, Version], dict[K
     return latest, where
 
 
-class RetentionExecutor(JobExecutor):
+class RetentionExecutor(EngineExecutor):
     """Parameters: ``namespace_id``, ``table_name``, ``table_type``, ``retention_hours``
     (a number > 0).
 
@@ -46,16 +45,10 @@ class RetentionExecutor(JobExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def __init__(self, engine: StorageEngine | None = None) -> None:
-        self._engine = engine
-
     def validate_params(self, params: dict[str, Any]) -> None:
         p.check_fields(params, ("namespace_id", "table_name", "table_type", "retention_hours"))
         p.table_target(params)
         p.number(params, "retention_hours")
-
-    def execute(self, ctx: JobContext, job: Job) -> JobDecision:
-        return p.guard(ctx, lambda engine: self._run(ctx, engine))
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
         self.validate_params(ctx.params)

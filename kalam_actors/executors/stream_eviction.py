@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..executor import JobExecutor
 from ..ids import JobType
 from ..model import JobDecision
 from ..storage.interface import StorageEngine, TableType
 from . import _params as p
+from ._base import EngineExecutor
 from .retention import latest_versions
 
 if TYPE_CHECKING:
     from ..context import JobContext
-    from ..model import Job
 
 __all__ = ["StreamEvictionExecutor"]
 
 DEFAULT_BATCH_SIZE: Final = 10_000
 
 
-class StreamEvictionExecutor(JobExecutor):
+class StreamEvictionExecutor(EngineExecutor):
     """Parameters: ``namespace_id``, ``table_name``, ``table_type`` (must be ``Stream``),
     ``ttl_seconds`` (whole number > 0), ``batch_size`` (whole number > 0, default 10000).
 
@@ -35,18 +34,12 @@ class StreamEvictionExecutor(JobExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def __init__(self, engine: StorageEngine | None = None) -> None:
-        self._engine = engine
-
     def validate_params(self, params: dict[str, Any]) -> None:
         p.check_fields(params, ("namespace_id", "table_name", "table_type", "ttl_seconds"),
                        ("batch_size",))
         p.table_target(params, only=TableType.STREAM)
         p.whole(params, "ttl_seconds")
         p.whole(params, "batch_size", default=DEFAULT_BATCH_SIZE)
-
-    def execute(self, ctx: JobContext, job: Job) -> JobDecision:
-        return p.guard(ctx, lambda engine: self._run(ctx, engine))
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
         self.validate_params(ctx.params)

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..executor import JobExecutor
 from ..ids import JobType
 from ..model import JobDecision
 from ..storage.interface import StorageEngine
 from . import _params as p
+from ._base import EngineExecutor
 
 if TYPE_CHECKING:
     from ..context import JobContext
-    from ..model import Job
 
 __all__ = ["UserCleanupExecutor"]
 
 
-class UserCleanupExecutor(JobExecutor):
+class UserCleanupExecutor(EngineExecutor):
     """Parameters: ``user_id``, ``username`` (non-empty; must match the stored one),
     ``cascade`` (default false).
 
@@ -32,17 +31,11 @@ class UserCleanupExecutor(JobExecutor):
     cancellable: ClassVar[bool] = False
     rerun_on_recovery: ClassVar[bool] = True
 
-    def __init__(self, engine: StorageEngine | None = None) -> None:
-        self._engine = engine
-
     def validate_params(self, params: dict[str, Any]) -> None:
         p.check_fields(params, ("user_id", "username"), ("cascade",))
         p.name(params, "user_id")
         p.text(params, "username")
         p.flag(params, "cascade")
-
-    def execute(self, ctx: JobContext, job: Job) -> JobDecision:
-        return p.guard(ctx, lambda engine: self._run(ctx, engine))
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
         self.validate_params(ctx.params)
