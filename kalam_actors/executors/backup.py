@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
 import orjson
 import zstandard
 
+from .._process import process_alive
 from ..ids import JobType
 from ..model import JobDecision
 from ..storage.interface import Snapshot, StorageEngine
@@ -196,23 +197,11 @@ def _remove_dead_partials(ctx: JobContext, folder: Path) -> None:
     """Delete partial archives left by backups whose process died (a crash mid-write)."""
     for leftover in folder.glob(".*.partial"):
         pid = leftover.name.rsplit(".", 2)[-2]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
             ctx.log_info(f"removed {leftover.name}, left by a backup that crashed")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
 
+from .._process import process_alive
 from .._txngate import TxnGate
 from .errors import (
     CorruptSegment,
@@ -1397,20 +1398,10 @@ def _remove_dead_scratch(tmp: Path) -> None:
         if len(parts) != 3 or not parts[1].isdigit():
             continue
         pid = int(parts[1])
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or process_alive(pid):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         logger.info(f"storage engine: removed scratch folder {folder.name} of dead process {pid}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_files(root: Path, *, keep: set[Path], remove_root: bool) -> tuple[int, int]:
