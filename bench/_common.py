@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 WORK = Path(__file__).resolve().parent / ".work"
 
@@ -32,6 +33,26 @@ def scratch_dir(name: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def noop_executor(
+    *, prefetch: int = 1, actors: int = 1, rerun_on_recovery: bool = False
+) -> Any:
+    """A FLUSH executor whose jobs do nothing and complete: the job every figure moves.
+    (kalam_actors is imported here, in the measuring child, not at harness start.)"""
+    from kalam_actors import JobDecision, JobExecutor, JobType
+
+    class Noop(JobExecutor):
+        job_type = JobType.FLUSH
+        name = "noop"
+
+        def execute(self, ctx: Any, job: Any) -> Any:
+            return JobDecision.completed()
+
+    Noop.prefetch = prefetch  # type: ignore[attr-defined]
+    Noop.actors = actors
+    Noop.rerun_on_recovery = rerun_on_recovery
+    return Noop()
 
 
 def rss_kb() -> dict[str, int]:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._common import quiet_logging, scratch_dir
+from ._common import noop_executor, quiet_logging, scratch_dir
 
 
 def _per_item(fn: Callable[[int], Any], n: int, repeats: int = 5) -> float:
@@ -39,23 +39,16 @@ def stages(batch: int = 100, rounds: int = 20) -> dict[str, Any]:
     import trio
     from loguru import logger
 
-    from kalam_actors import JobDecision, JobExecutor, JobStatus, JobStore, JobType
+    from kalam_actors import JobStatus, JobStore, JobType
     from kalam_actors.context import CancelFlag, JobContext
     from kalam_actors.ids import JobId
     from kalam_actors.store import new_record, now_us, record_to_job
 
-    class Noop(JobExecutor):
-        job_type = JobType.FLUSH
-        name = "noop"
-
-        def execute(self, ctx: Any, job: Any) -> Any:
-            return JobDecision.completed()
-
     out: dict[str, float] = {}
     n = batch * rounds
     with scratch_dir("breakdown") as path:
-        store = JobStore(path, executors=[Noop()])
-        ex = Noop()
+        ex = noop_executor()
+        store = JobStore(path, executors=[ex])
         out["prepare (validate params)"] = _per_item(
             lambda k: [store.prepare(JobType.FLUSH, {}, validator=ex, require_validator=True)
                        for _ in range(k)], n)

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from ._common import percentile, quiet_logging, scratch_dir, thread_cpu_s
+from ._common import noop_executor, percentile, quiet_logging, scratch_dir, thread_cpu_s
 
 # A CPU-bound job: pure Python that holds the GIL for about ``ms`` milliseconds.
 _STOP_CPU = threading.Event()
@@ -34,16 +34,7 @@ def _cpu_s() -> float:
 def _executors(prefetch: int, actors: int, cpu: str | None, cpu_ms: float) -> list[Any]:
     from kalam_actors import JobDecision, JobExecutor, JobType
 
-    class Noop(JobExecutor):
-        job_type = JobType.FLUSH
-        name = "noop"
-
-        def execute(self, ctx: Any, job: Any) -> Any:
-            return JobDecision.completed()
-
-    Noop.prefetch = prefetch  # type: ignore[attr-defined]
-    Noop.actors = actors
-    out: list[Any] = [Noop()]
+    out: list[Any] = [noop_executor(prefetch=prefetch, actors=actors)]
     if cpu is not None:
         pool = None
         if cpu == "process":

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ._common import WORK, quiet_logging, rss_kb, scratch_dir
+from ._common import WORK, noop_executor, quiet_logging, rss_kb, scratch_dir
 
 STORES = WORK / "stores"
 
@@ -88,18 +88,12 @@ def bulk_create(n: int, durable: bool = True) -> dict[str, Any]:
     """One ``create_jobs`` call of n no-op jobs into a running runtime (dispatch paused by an
     executor with no free room is not needed: the call returns when the batch is committed)."""
     quiet_logging()
-    from kalam_actors import JobDecision, JobExecutor, JobType, open_job_manager
+    from kalam_actors import JobType, open_job_manager
 
-    class Noop(JobExecutor):
-        job_type = JobType.FLUSH
-        name = "noop"
-
-        def execute(self, ctx: Any, job: Any) -> Any:
-            return JobDecision.completed()
-
+    executor = noop_executor()
     async def main() -> dict[str, Any]:
         with scratch_dir("bulk") as path:
-            async with open_job_manager(path, executors=[Noop()], durable=durable) as m:
+            async with open_job_manager(path, executors=[executor], durable=durable) as m:
                 specs: list[tuple[JobType, dict[str, Any]]] = [(JobType.FLUSH, {})] * n
                 cpu0 = _cpu_s()
                 t0 = time.perf_counter()
@@ -184,22 +178,15 @@ def recovery(running: int, rerun: bool = False) -> dict[str, Any]:
     """A store holding ``running`` Running jobs (a crash mid-flight); time from entering
     open_job_manager until it is serving (recovery finished, durably committed)."""
     quiet_logging()
-    from kalam_actors import JobDecision, JobExecutor, JobStatus, JobType, open_job_manager
+    from kalam_actors import JobStatus, open_job_manager
 
-    class Noop(JobExecutor):
-        job_type = JobType.FLUSH
-        name = "noop"
-        rerun_on_recovery = rerun
-
-        def execute(self, ctx: Any, job: Any) -> Any:
-            return JobDecision.completed()
-
+    executor = noop_executor(rerun_on_recovery=rerun)
     with scratch_dir("recovery") as path:
         populate(path, "RUNNING", running)
 
         async def main() -> dict[str, Any]:
             t0 = time.perf_counter()
-            async with open_job_manager(path, executors=[Noop()], durable=True) as m:
+            async with open_job_manager(path, executors=[executor], durable=True) as m:
                 elapsed = time.perf_counter() - t0
                 counts = m.statistics().by_status
                 left = counts.get(JobStatus.RUNNING, 0)
@@ -290,21 +277,14 @@ def retry_drain(n: int) -> dict[str, Any]:
     runtime starts: how many trio tasks serve them (vs the same runtime over an empty store),
     and how fast they run once due (n / (first due → last Completed))."""
     quiet_logging()
-    from kalam_actors import JobDecision, JobExecutor, JobStatus, JobType, open_job_manager
+    from kalam_actors import JobStatus, JobType, open_job_manager
     from kalam_actors.store import now_us
 
-    class Noop(JobExecutor):
-        job_type = JobType.FLUSH
-        name = "noop"
-
-        def execute(self, ctx: Any, job: Any) -> Any:
-            return JobDecision.completed()
-
-    Noop.prefetch = 64  # type: ignore[attr-defined]
+    executor = noop_executor(prefetch=64)
 
     async def tasks_empty() -> int:
         with scratch_dir("drain-empty") as path:
-            async with open_job_manager(path, executors=[Noop()], max_concurrent=256):
+            async with open_job_manager(path, executors=[executor], max_concurrent=256):
                 await trio.sleep(0.3)
                 return _count_tasks()
 
@@ -317,7 +297,7 @@ def retry_drain(n: int) -> dict[str, Any]:
         build_s = time.perf_counter() - t_build
 
         async def main() -> dict[str, Any]:
-            async with open_job_manager(path, executors=[Noop()], max_concurrent=256) as m:
+            async with open_job_manager(path, executors=[executor], max_concurrent=256) as m:
                 tasks = _count_tasks()
                 key = (JobStatus.COMPLETED, JobType.FLUSH)
                 while m.store.counts().get(key, 0) < n:
