@@ -18,9 +18,10 @@ import pykka
 from loguru import logger
 
 from .context import JobContext
+from .errors import InvalidParams
 from .executor import JobExecutor
-from .model import MAX_BACKOFF_MS, JobDecision, Outcome
-from .store import record_to_job
+from .model import JobDecision
+from .store import check_decision, parse_params, record_to_job, validates_params
 
 __all__ = ["Attempt", "AttemptResult", "Attempts", "ExecutorActor", "ExecutorThreadDied"]
 
@@ -79,6 +80,8 @@ class ExecutorActor(pykka.ThreadingActor):
         super().__init__()
         self.executor = executor
         self.post = post
+        # Jobs submitted by other processes may not have met this executor's check yet.
+        self._validates = validates_params(executor)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Attempts):
@@ -102,6 +105,10 @@ class ExecutorActor(pykka.ThreadingActor):
         try:
             job = record_to_job(attempt.record)
             logger.debug(f"[{ctx.job_id}] Running (attempt {ctx.attempt})")
+            if self._validates:
+                refused = self._refused(job.parameters)
+                if refused is not None:
+                    return self._result(attempt, refused, True)
             decision = self.executor.execute(ctx, job)
         except Exception as exc:
             return self._result(attempt, _from_exception(exc), True)
@@ -110,45 +117,25 @@ class ExecutorActor(pykka.ThreadingActor):
             raise ExecutorThreadDied(
                 f"[{ctx.job_id}] {self.executor.name} raised {type(exc).__name__}"
             ) from exc
-        problem = _malformed(decision)
-        if problem is None:
-            return self._result(attempt, decision, False)
-        return self._result(
-            attempt, JobDecision.retry(f"{self.executor.name} returned {problem}"), True
-        )
+        return self._result(attempt, decision, False)
 
-    @staticmethod
-    def _result(attempt: Attempt, decision: JobDecision, raised: bool) -> AttemptResult:
-        return AttemptResult(attempt.ctx.job_id, attempt.token, decision, raised)
+    def _result(self, attempt: Attempt, decision: object, raised: bool) -> AttemptResult:
+        try:
+            # The door for what an executor returns: checked here, in its own thread, so a
+            # value the store cannot hold fails this attempt, never the runtime's group commit.
+            checked = check_decision(decision, self.executor.name)
+        except InvalidParams as exc:
+            checked, raised = JobDecision.retry(str(exc)), True
+        return AttemptResult(attempt.ctx.job_id, attempt.token, checked, raised)
 
-
-def _malformed(decision: object) -> str | None:
-    """Why ``decision`` cannot be recorded as it is, or None if it can. Checked here, in the
-    actor thread, because a field the store cannot encode would otherwise fail the runtime's
-    whole group commit (and stop the runtime) instead of this one attempt."""
-    if not isinstance(decision, JobDecision):
-        return f"{_short_repr(decision)}, not a JobDecision"
-    if not isinstance(decision.outcome, Outcome):
-        return f"a JobDecision with outcome {_short_repr(decision.outcome)}"
-    for field in ("message", "exception_trace"):
-        value = getattr(decision, field)
-        if value is not None and not isinstance(value, str):
-            return f"a JobDecision whose {field} is {_short_repr(value)}, not text"
-    backoff = decision.backoff_ms
-    if backoff is not None and (
-        isinstance(backoff, bool) or not isinstance(backoff, int)
-        or not 0 <= backoff <= MAX_BACKOFF_MS
-    ):
-        return (f"a JobDecision with backoff_ms {_short_repr(backoff)}, not a whole number "
-                f"from 0 to {MAX_BACKOFF_MS}")
-    return None
+    def _refused(self, params_text: str) -> JobDecision | None:
+        try:
+            self.executor.validate_params(parse_params(params_text)[0])
+        except InvalidParams as exc:
+            return JobDecision.failed(f"invalid parameters: {exc}")
+        return None
 
 
 def _from_exception(exc: BaseException) -> JobDecision:
     trace = "".join(traceback.format_exception(exc))
     return JobDecision.retry(f"{type(exc).__name__}: {exc}", exception_trace=trace)
-
-
-def _short_repr(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

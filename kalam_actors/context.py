@@ -12,6 +12,7 @@ from loguru import logger
 
 from .ids import JobId, JobType
 from .model import Job, Progress
+from .store.door import check_progress
 
 __all__ = ["CancelFlag", "JobContext"]
 
@@ -118,9 +119,13 @@ class JobContext:
         self._logger().error(f"[{self.job_id}] {msg}")
 
     def report_progress(self, done: int, total: int | None = None, note: str | None = None) -> None:
-        """Record how far the job has come; it is persisted and shown as ``Job.progress``."""
-        self._progress(self.job_id, Progress(int(done), None if total is None else int(total),
-                                             note))
+        """Record how far the job has come; it is persisted and shown as ``Job.progress``.
+
+        Raises:
+            InvalidParams: ``done`` or ``total`` is not a whole number from 0 to 2**63-1, or
+                ``note`` is not text (a long note is cut; a lone surrogate kept as its escape).
+        """
+        self._progress(self.job_id, check_progress(done, total, note))
 
     def __repr__(self) -> str:
         return f"<JobContext {self.job_id} attempt={self.attempt}>"

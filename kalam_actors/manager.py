@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import heapq
 import math
 import os
@@ -39,14 +38,13 @@ from supervisors import (
     actor_child,
 )
 
+from ._runtime_lock import RuntimeLock
 from .actors import Attempt, AttemptResult, Attempts, ExecutorActor
 from .context import CancelFlag, JobContext
 from .errors import (
     CancelNotAllowed,
-    CorruptRecord,
     IdempotentConflict,
     InvalidParams,
-    InvalidTransition,
     JobNotFound,
     KalamError,
     RuntimeFailed,
@@ -68,21 +66,7 @@ from .model import (
     RetryPolicy,
 )
 from .schedules import Schedule, ScheduledJob
-from .store import (
-    STATUS_OF,
-    TYPE_OF_PREFIX,
-    JobStore,
-    StoreTxn,
-    append_trace,
-    check_idempotency_key,
-    check_max_retries,
-    check_timeout,
-    new_record,
-    params_text,
-    parse_params,
-    record_to_job,
-    truncate_message,
-)
+from .store import JobStore, NewJob, StoreTxn, prepare_checked, prepare_job, validates_params, verbs
 
 __all__ = ["JobManager", "ManagerStatistics", "open_job_manager"]
 
@@ -153,6 +137,80 @@ class _Call:
         return trio.lowlevel.Abort.SUCCEEDED
 
 
+# ---------------------------------------------------------------------- inbox messages
+# Small frozen types, dispatched by type in _collect (pykka's messages.py does the same).
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Create:
+    """Create checked jobs, all or none, and answer ``call`` with their ids."""
+
+    call: _Call
+    jobs: list[NewJob]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Cancel:
+    """Cancel a job and answer ``call`` with it."""
+
+    call: _Call
+    job_id: JobId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Results:
+    """Attempt results posted by actor threads."""
+
+    results: list[AttemptResult]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ProgressReport:
+    """A running job's progress, checked in its actor thread."""
+
+    job_id: str
+    progress: Progress
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CancelVerdict:
+    """An executor's answer to a cancel: ``error`` None means accepted."""
+
+    job_id: str
+    error: KalamError | None
+    call: _Call | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Crash:
+    """An executor actor crashed."""
+
+    child_id: str
+    reason: object
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Wake:
+    """Look for work: admit New jobs, start due and queued ones, answer cancel requests."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Timeouts:
+    """An attempt deadline has passed."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ScheduleDue:
+    """A schedule has a slot due."""
+
+
+_WAKE: Final = _Wake()
+_TIMEOUTS: Final = _Timeouts()
+_SCHEDULE_DUE: Final = _ScheduleDue()
+_Message = (_Create | _Cancel | _Results | _ProgressReport | _CancelVerdict | _Crash | _Wake
+            | _Timeouts | _ScheduleDue)
+
+
 @dataclasses.dataclass(slots=True, eq=False)
 class _Slot:
     """One executor actor under the supervisor, and the attempts it holds."""
@@ -193,18 +251,14 @@ class _Batch:
     """What one write transaction is asked to do; built by the loop from inbox messages."""
 
     now: int
-    creates: list[tuple[_Call, list[tuple[JobType, str, str | None, int, float | None]]]] = (
-        dataclasses.field(default_factory=list)
-    )
-    cancels: list[tuple[_Call, str]] = dataclasses.field(default_factory=list)
+    creates: list[_Create] = dataclasses.field(default_factory=list)
+    cancels: list[tuple[_Call, JobId]] = dataclasses.field(default_factory=list)
     results: list[tuple[_InFlight, JobDecision, bool]] = dataclasses.field(default_factory=list)
     progress: dict[str, Progress] = dataclasses.field(default_factory=dict)
     cancel_marks: list[str] = dataclasses.field(default_factory=list)
     cancel_refusals: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     admit: bool = False
-    scheduled: list[tuple[ScheduledJob, tuple[JobType, str, str | None, int, float | None]]] = (
-        dataclasses.field(default_factory=list)
-    )
+    scheduled: list[tuple[ScheduledJob, NewJob]] = dataclasses.field(default_factory=list)
     capacity: dict[str, int] = dataclasses.field(default_factory=dict)
     free: int = 0
 
@@ -216,7 +270,7 @@ class _Applied:
     answers: list[tuple[_Call, Any, BaseException | None]] = dataclasses.field(
         default_factory=list
     )
-    started: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    started: list[verbs.Started] = dataclasses.field(default_factory=list)
     changed: list[str] = dataclasses.field(default_factory=list)
     cancel_requests: list[str] = dataclasses.field(default_factory=list)
     again: bool = False  # more admitting or dispatching to do: tick once more
@@ -262,7 +316,7 @@ class JobManager:
             if ex.job_type in self._executors:
                 raise InvalidParams(f"two executors registered for job type {ex.job_type.value}")
             self._executors[ex.job_type] = ex
-        send, receive = trio.open_memory_channel[tuple[Any, ...]](math.inf)
+        send, receive = trio.open_memory_channel[_Message](math.inf)
         self._inbox_send = send
         self._inbox = receive
         self._slots: dict[JobType, list[_Slot]] = {}
@@ -321,10 +375,12 @@ class JobManager:
         # The single-job path of create_jobs, without its lists: engines submit one at a time.
         self._check_open()
         jt = JobType.parse(job_type)
-        executor = self._executors.get(jt)
-        one = self._prepare(jt, executor, _validates(executor), params, idempotency_key,
-                            check_max_retries(max_retries), check_timeout(timeout_s))
-        ids: list[JobId] = await self._ask("create", [one])
+        one = prepare_job(jt, params, idempotency_key=idempotency_key, max_retries=max_retries,
+                          timeout_s=timeout_s, executor=self._executors.get(jt),
+                          require_executor=True)
+        call = _Call()
+        self._inbox_send.send_nowait(_Create(call, [one]))
+        ids: list[JobId] = await call.wait()
         return ids[0]
 
     async def create_jobs(
@@ -349,8 +405,9 @@ class JobManager:
         keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(specs)
         if len(keys) != len(specs):
             raise InvalidParams("idempotency_keys must have one entry per job")
-        retries = check_max_retries(max_retries)
-        timeout = check_timeout(timeout_s)
+        # The per-call options are checked once, by checking them on a job with no params.
+        template = prepare_job(JobType.FLUSH, {}, max_retries=max_retries, timeout_s=timeout_s)
+        retries, timeout = template.max_retries, template.timeout_s
         prepared = []
         last_type: object = None
         jt = JobType.FLUSH
@@ -360,34 +417,14 @@ class JobManager:
             if job_type is not last_type:  # bulk submissions mostly repeat one type
                 jt = JobType.parse(job_type)
                 executor = self._executors.get(jt)
-                validates = _validates(executor)
+                validates = validates_params(executor)
                 last_type = job_type
-            prepared.append(self._prepare(jt, executor, validates, params, key, retries, timeout))
-        result: list[JobId] = await self._ask("create", prepared)
-        return result
-
-    async def _ask(self, kind: str, payload: Any) -> Any:
-        """Send a request to the loop and wait for its answer (or its error, raised here)."""
+            prepared.append(prepare_checked(jt, executor, validates, params, key, retries,
+                                            timeout))
         call = _Call()
-        self._inbox_send.send_nowait((kind, call, payload))
-        return await call.wait()
-
-    @staticmethod
-    def _prepare(
-        jt: JobType, executor: JobExecutor | None, validates: bool, params: Any, key: Any,
-        retries: int, timeout: float | None,
-    ) -> tuple[JobType, str, str | None, int, float | None]:
-        """Check one new job (as JobStore.prepare does, with the per-call checks done)."""
-        if validates:
-            params_dict, text = parse_params(params)
-        else:
-            text = params_text(params)
-        key = check_idempotency_key(key)
-        if executor is None:
-            raise UnknownJobType(f"no executor is registered for job type {jt.value}")
-        if validates:
-            executor.validate_params(params_dict)
-        return jt, text, key, retries, timeout
+        self._inbox_send.send_nowait(_Create(call, prepared))
+        result: list[JobId] = await call.wait()
+        return result
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or None (a direct read of the store).
@@ -421,8 +458,9 @@ class JobManager:
             CancelNotAllowed: the executor refused, or its type cannot be cancelled.
         """
         self._check_open(allow_stopping=True)
-        job_id = JobId.parse(job_id)
-        result: Job = await self._ask("cancel", job_id)
+        call = _Call()
+        self._inbox_send.send_nowait(_Cancel(call, JobId.parse(job_id)))
+        result: Job = await call.wait()
         return result
 
     async def wait_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
@@ -521,7 +559,7 @@ class JobManager:
                 nursery.start_soon(self._loop)
                 nursery.start_soon(self._timer)
                 self._accepting = True
-                self._inbox_send.send_nowait(("tick",))
+                self._inbox_send.send_nowait(_WAKE)
                 task_status.started()
                 await trio.sleep_forever()
 
@@ -568,15 +606,15 @@ class JobManager:
         with self._results_lock:
             results, self._results = self._results, []
             self._results_wake_pending = False
-        self._inbox_send.send_nowait(("results", results))
+        self._inbox_send.send_nowait(_Results(results))
 
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         if event.kind is EventKind.CRASHED and event.child_id in self._slot_by_child:
-            self._inbox_send.send_nowait(("crash", event.child_id, event.reason))
+            self._inbox_send.send_nowait(_Crash(event.child_id, event.reason))
         elif event.kind is EventKind.RESTARTED and event.child_id in self._slot_by_child:
             self._actor_restarts += 1
             self._send_pending(self._slot_by_child[event.child_id])
-            self._inbox_send.send_nowait(("tick",))
+            self._inbox_send.send_nowait(_WAKE)
 
     async def _shutdown(self) -> None:
         """Stop taking work; let running jobs finish up to the shutdown timeout; cancel the
@@ -607,66 +645,22 @@ class JobManager:
     def _recover(self) -> None:
         """Before serving: no job stays Running; New jobs are admitted. In bounded batches."""
         now = _wall_now_us()
-        failed = retried = cancelled = 0
         # Looked up once per type, not once per job: recovery may walk many thousands.
         rerun = {t.prefix: ex.rerun_on_recovery for t, ex in self._executors.items()}
-
-        def step(txn: StoreTxn) -> int:
-            nonlocal failed, retried, cancelled
-            ids = txn.first_ids("R", "", RECOVERY_BATCH)
-            for job_id in ids:
-                rec = _readable(txn, job_id, "R")
-                if rec is None:
-                    continue
-                if rec["cr"]:
-                    txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
-                    cancelled += 1
-                elif rerun.get(job_id[:2], False) and rec["rc"] < rec["mr"]:
-                    txn.move(
-                        rec,
-                        JobStatus.RETRYING,
-                        now,
-                        rc=rec["rc"] + 1,
-                        m=None,
-                        x=append_trace(rec["x"], "Job was running when server shut down"),
-                        ra=now,
-                    )
-                    retried += 1
-                else:
-                    txn.move(
-                        rec,
-                        JobStatus.FAILED,
-                        now,
-                        m="Server restarted",
-                        x=append_trace(rec["x"], "Job was running when server shut down"),
-                    )
-                    failed += 1
-            return len(ids)
-
-        while self.store.write(step, sync=self.durable) == RECOVERY_BATCH:
+        done = verbs.Recovered()
+        write = self.store.write
+        while write(lambda txn: verbs.recover_running(txn, rerun, now, RECOVERY_BATCH, done),
+                    sync=self.durable) == RECOVERY_BATCH:
             pass
-        while self.store.write(lambda txn: self._admit(txn, now), sync=self.durable):
+        while write(lambda txn: verbs.admit_new(txn, now, ADMIT_BATCH), sync=self.durable):
             pass
         # Requests for jobs that are no longer running are stale (recovery ended the rest).
-        def clear_stale(txn: StoreTxn) -> None:
-            for job_id in txn.cancel_requests(1_000_000):
-                txn.clear_cancel_request(job_id)
-
-        self.store.write(clear_stale, sync=self.durable)
-        if failed or retried or cancelled:
+        write(verbs.clear_cancel_requests, sync=self.durable)
+        if done.failed or done.retried or done.cancelled:
             logger.info(
-                f"recovery: {failed} running jobs failed, {retried} retried, {cancelled} cancelled"
+                f"recovery: {done.failed} running jobs failed, {done.retried} retried, "
+                f"{done.cancelled} cancelled"
             )
-
-    @staticmethod
-    def _admit(txn: StoreTxn, now: int) -> bool:
-        """Move New jobs to Queued; True if more remain."""
-        ids = txn.first_ids("N", "", ADMIT_BATCH)
-        for job_id in ids:
-            rec = _readable(txn, job_id, "N")
-            if rec is not None:
-                txn.move(rec, JobStatus.QUEUED, now)
-        return len(ids) == ADMIT_BATCH
 
     # ------------------------------------------------------------------ the loop
 
@@ -700,34 +694,34 @@ class JobManager:
                 raise
             self._after_commit(batch, applied)
 
-    def _collect(self, messages: list[tuple[Any, ...]]) -> _Batch | None:
+    def _collect(self, messages: list[_Message]) -> _Batch | None:
         """Sort inbox messages into one batch; runs in the trio thread."""
         batch = _Batch(now=self._now_us())
         for message in messages:
-            kind = message[0]
-            if kind == "results":
-                for result in message[1]:
-                    self._take_result(batch, result)
-            elif kind == "create":
-                if self._accepting:
-                    batch.creates.append((message[1], message[2]))
-                else:
-                    message[1].answer(error=RuntimeStopped("the job manager is stopping"))
-            elif kind == "progress":
-                if message[1] in self._inflight:
-                    batch.progress[message[1]] = message[2]
-            elif kind == "cancel":
-                self._take_cancel(batch, message[1], message[2])
-            elif kind == "cancel_verdict":
-                self._take_cancel_verdict(batch, *message[1:])
-            elif kind == "crash":
-                self._take_crash(batch, message[1], message[2])
-            elif kind == "timeout":
-                self._take_timeouts(batch)
-            elif kind == "tick":
-                batch.admit = True
-            elif kind == "schedule":
-                self._take_schedules(batch)
+            match message:
+                case _Results():
+                    for result in message.results:
+                        self._take_result(batch, result)
+                case _Create():
+                    if self._accepting:
+                        batch.creates.append(message)
+                    else:
+                        message.call.answer(error=RuntimeStopped("the job manager is stopping"))
+                case _ProgressReport():
+                    if message.job_id in self._inflight:
+                        batch.progress[message.job_id] = message.progress
+                case _Cancel():
+                    self._take_cancel(batch, message.call, message.job_id)
+                case _CancelVerdict():
+                    self._take_cancel_verdict(batch, message)
+                case _Crash():
+                    self._take_crash(batch, message.child_id, message.reason)
+                case _Timeouts():
+                    self._take_timeouts(batch)
+                case _Wake():
+                    batch.admit = True
+                case _ScheduleDue():
+                    self._take_schedules(batch)
         if self._dispatching:
             self._plan_dispatch(batch)
         if not (
@@ -748,12 +742,12 @@ class JobManager:
                 continue
             for job in planned:
                 try:
-                    prepared = self.store.prepare(
+                    prepared = prepare_job(
                         job.job_type,
                         job.params,
                         idempotency_key=job.idempotency_key,
-                        validator=self._executors.get(job.job_type),
-                        require_validator=True,
+                        executor=self._executors.get(job.job_type),
+                        require_executor=True,
                     )
                 except KalamError as exc:
                     logger.error(f"schedule {job.name}: job not created: {exc}")
@@ -818,9 +812,9 @@ class JobManager:
             )
         finally:
             slot.replacing = False
-            self._inbox_send.send_nowait(("tick",))
+            self._inbox_send.send_nowait(_WAKE)
 
-    def _take_cancel(self, batch: _Batch, call: _Call, job_id: str) -> None:
+    def _take_cancel(self, batch: _Batch, call: _Call, job_id: JobId) -> None:
         flight = self._inflight.get(job_id)
         if flight is None:
             batch.cancels.append((call, job_id))
@@ -858,11 +852,10 @@ class JobManager:
             flight.cancel_accepted = True
             flight.cancel_event.set()
             logger.info(f"[{flight.job_id}] cancel accepted; stopping at its next safe point")
-        self._inbox_send.send_nowait(("cancel_verdict", flight.job_id, error, call))
+        self._inbox_send.send_nowait(_CancelVerdict(flight.job_id, error, call))
 
-    def _take_cancel_verdict(
-        self, batch: _Batch, job_id: str, error: KalamError | None, call: _Call | None
-    ) -> None:
+    def _take_cancel_verdict(self, batch: _Batch, verdict: _CancelVerdict) -> None:
+        job_id, error, call = verdict.job_id, verdict.error, verdict.call
         if error is None:
             batch.cancel_marks.append(job_id)
         else:
@@ -898,209 +891,77 @@ class JobManager:
     def _apply(self, txn: StoreTxn, batch: _Batch) -> _Applied:
         out = _Applied()
         now = batch.now
-        for call, prepared in batch.creates:
-            out.answers.append((call, *self._apply_create(txn, prepared, now, out)))
+        for create in batch.creates:
+            out.answers.append((create.call, *self._apply_create(txn, create.jobs, now, out)))
         for job_id, progress in batch.progress.items():
-            rec = None
-            with contextlib.suppress(CorruptRecord):  # its result will say so
-                rec = txn.get(job_id)
-            if rec is not None and rec["s"] == "R":
-                rec["pg"] = [progress.done, progress.total, progress.note]
-                txn.put(rec)
+            if verbs.set_progress(txn, job_id, progress):
                 out.changed.append(job_id)
                 out.writes += 1
-        for flight, decision, raised in batch.results:
-            self._apply_result(txn, flight, decision, raised, now, out)
+        for flight, decision, _ in batch.results:
+            if verbs.finish(txn, flight.job_id, decision, now, cancelled=flight.cancel_accepted,
+                            retry_policy=self.retry_policy):
+                out.changed.append(flight.job_id)
+                out.writes += 1
         for job_id in batch.cancel_marks:
-            rec = txn.get(job_id)
-            if rec is not None and rec["s"] == "R":
-                rec["cr"] = True
-                rec["ca"] = True
-                txn.put(rec)
-                txn.clear_cancel_request(job_id)
+            verbs.accept_cancel(txn, job_id)
         for job_id, reason in batch.cancel_refusals:
-            rec = txn.get(job_id)
-            if rec is not None:
-                rec["cr"] = False
-                rec["cx"] = reason
-                txn.put(rec)
-                txn.clear_cancel_request(job_id)
+            verbs.refuse_cancel(txn, job_id, reason)
         for call, job_id in batch.cancels:
             out.answers.append((call, *self._apply_cancel(txn, job_id, now, out)))
         for job, one in batch.scheduled:
             self._apply_scheduled(txn, job, one, now, out)
         if batch.admit:
-            out.again = self._admit(txn, now)
-            out.cancel_requests = txn.cancel_requests(1000)
+            out.again = verbs.admit_new(txn, now, ADMIT_BATCH)
+            out.cancel_requests = verbs.take_cancel_requests(txn, 1000)
         if batch.free:
-            self._apply_dispatch(txn, batch, now, out)
+            dispatched = verbs.dispatch(txn, batch.capacity, batch.free, now)
+            out.started = dispatched.started
+            out.again = out.again or dispatched.again
+            out.changed.extend(started.job_id for started in dispatched.started)
+            out.writes += len(dispatched.started)
         # Due jobs left waiting for a free actor are picked by the next batch that has room;
         # the timer only needs the first one that is not yet due.
         out.next_due = txn.next_due_after(now)
         return out
 
+    @staticmethod
     def _apply_create(
-        self,
-        txn: StoreTxn,
-        prepared: list[tuple[JobType, str, str | None, int, float | None]],
-        now: int,
-        out: _Applied,
+        txn: StoreTxn, jobs: list[NewJob], now: int, out: _Applied
     ) -> tuple[Any, BaseException | None]:
-        # Check every key first, so an atomic bulk create writes all or nothing.
-        seen: dict[str, int] = {}
-        for i, (_, _, key, _, _) in enumerate(prepared):
-            if key is None:
-                continue
-            holder = txn.active_holder(key)
-            if holder is not None:
-                return None, IdempotentConflict(key, holder)
-            if key in seen:
-                return None, InvalidParams(
-                    f"idempotency key {key!r} appears twice in one bulk create (jobs {seen[key]} "
-                    f"and {i})",
-                    field="idempotency_key",
-                )
-            seen[key] = i
-        ids = _new_ids(prepared)
-        for job_id, (_, text, key, retries, timeout) in zip(ids, prepared, strict=True):
-            txn.insert(
-                new_record(job_id, text, key=key, max_retries=retries, now=now,
-                           status=JobStatus.QUEUED, timeout_s=timeout)
-            )
+        try:
+            ids = verbs.create_jobs(txn, jobs, now)
+        except KalamError as exc:  # refused before anything was written
+            return None, exc
         out.writes += len(ids)
         return ids, None
 
     def _apply_scheduled(
-        self,
-        txn: StoreTxn,
-        job: ScheduledJob,
-        prepared: tuple[JobType, str, str | None, int, float | None],
-        now: int,
-        out: _Applied,
-    ) -> None:
-        last = txn.get_slot(job.name)
-        if last is not None and job.slot <= last:
-            return
-        txn.put_slot(job.name, job.slot)
-        ids, error = self._apply_create(txn, [prepared], now, out)
-        if error is None:
-            logger.info(f"[{ids[0]}] created by schedule {job.name} (slot {job.slot})")
-        elif isinstance(error, IdempotentConflict):
-            logger.debug(f"schedule {job.name}: {error}; slot {job.slot} skipped")
-
-    def _apply_result(
-        self,
-        txn: StoreTxn,
-        flight: _InFlight,
-        decision: JobDecision,
-        raised: bool,
-        now: int,
-        out: _Applied,
+        self, txn: StoreTxn, job: ScheduledJob, prepared: NewJob, now: int, out: _Applied
     ) -> None:
         try:
-            rec = txn.get(flight.job_id)
-        except CorruptRecord as exc:
-            logger.error(f"[{flight.job_id}] {exc}; its result cannot be recorded")
-            txn.quarantine(flight.job_id, "R")
+            job_id = verbs.create_scheduled(txn, job.name, job.slot, prepared, now)
+        except IdempotentConflict as exc:
+            logger.debug(f"schedule {job.name}: {exc}; slot {job.slot} skipped")
             return
-        if rec is None or rec["s"] != "R":
-            return  # cancelled from outside, or deleted: nothing to record
-        outcome = decision.outcome
-        if flight.cancel_accepted:
-            txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
-        elif outcome is Outcome.COMPLETED:
-            txn.move(rec, JobStatus.COMPLETED, now, m=truncate_message(decision.message))
-        elif outcome is Outcome.SKIPPED:
-            txn.move(rec, JobStatus.SKIPPED, now, m=truncate_message(decision.message))
-        elif outcome is Outcome.FAILED:
-            txn.move(
-                rec,
-                JobStatus.FAILED,
-                now,
-                m=truncate_message(decision.message),
-                x=append_trace(rec["x"], decision.exception_trace),
-            )
-        else:
-            trace = decision.exception_trace or decision.message
-            if rec["rc"] < rec["mr"]:
-                retry = rec["rc"] + 1
-                backoff = decision.backoff_ms
-                if backoff is None:
-                    backoff = self.retry_policy.backoff_ms(retry)
-                txn.move(
-                    rec,
-                    JobStatus.RETRYING,
-                    now,
-                    rc=retry,
-                    m=None,
-                    x=append_trace(rec["x"], trace),
-                    ra=now + backoff * 1000,
-                )
-            else:
-                txn.move(
-                    rec,
-                    JobStatus.FAILED,
-                    now,
-                    m=truncate_message(f"Max retries exceeded: {decision.message}"),
-                    x=append_trace(rec["x"], trace),
-                )
-        out.changed.append(flight.job_id)
-        out.writes += 1
+        if job_id is not None:
+            out.writes += 1
+            logger.info(f"[{job_id}] created by schedule {job.name} (slot {job.slot})")
 
     def _apply_cancel(
-        self, txn: StoreTxn, job_id: str, now: int, out: _Applied
+        self, txn: StoreTxn, job_id: JobId, now: int, out: _Applied
     ) -> tuple[Any, BaseException | None]:
+        executor = self._executors.get(job_id.job_type)
         try:
-            rec = txn.get(job_id)
-        except CorruptRecord as exc:
+            job = verbs.cancel(txn, job_id, now,
+                               cancellable=executor is None or executor.cancellable)
+        except KalamError as exc:
             return None, exc
-        if rec is None:
-            return None, JobNotFound(job_id)
-        status = STATUS_OF[rec["s"]]
-        if status.is_terminal:
-            return None, InvalidTransition(
-                job_id, status, JobStatus.CANCELLED, f"Cannot cancel job in status {status.value}"
-            )
-        if status is JobStatus.RUNNING:
+        if job is None:
             # Running but not held here: it was started in this very batch. Ask again.
             return None, CancelNotAllowed(job_id, "the job was starting; try again")
-        txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
         out.changed.append(job_id)
         out.writes += 1
-        return record_to_job(rec), None
-
-    def _apply_dispatch(self, txn: StoreTxn, batch: _Batch, now: int, out: _Applied) -> None:
-        free = batch.free
-        capacity = dict(batch.capacity)
-        chosen: list[tuple[str, str, int | None]] = []
-        # Due retries first: they are older work.
-        for due, job_id in txn.due_ids(now, free * 4):
-            prefix = job_id[:2]
-            if len(chosen) < free and capacity.get(prefix, 0) > 0:
-                capacity[prefix] -= 1
-                chosen.append((job_id, "Y", due))
-        free -= len(chosen)
-        if free > 0:
-            # Per-type ranges, merged into creation order by the time-ordered id suffix.
-            candidates = heapq.merge(
-                *(txn.first_ids("Q", prefix + "-", min(room, free))
-                  for prefix, room in capacity.items() if room > 0),
-                key=lambda job_id: job_id[3:],
-            )
-            for job_id in candidates:
-                if free <= 0:
-                    break
-                chosen.append((job_id, "Q", None))
-                free -= 1
-        for job_id, code, due_at in chosen:
-            rec = _readable(txn, job_id, code, due_at)
-            if rec is None:
-                out.again = True  # its slot is still free for the next job in line
-                continue
-            txn.move(rec, JobStatus.RUNNING, now, m=None, pg=None)
-            out.started.append(rec)
-            out.changed.append(job_id)
-        out.writes += len(chosen)
+        return job, None
 
     # ------------------------------------------------------------------ after the commit
 
@@ -1108,8 +969,8 @@ class JobManager:
         logger.error(f"job store write failed; the runtime stops taking work: {exc}")
         self._accepting = False
         self._dispatching = False
-        for call, _ in batch.creates:
-            call.answer(error=exc)
+        for create in batch.creates:
+            create.call.answer(error=exc)
         for call, _ in batch.cancels:
             call.answer(error=exc)
 
@@ -1125,8 +986,8 @@ class JobManager:
         for flight, decision, _ in batch.results:
             self._log_result(flight.job_id, decision, flight.cancel_accepted)
         touched: dict[int, _Slot] = {}
-        for rec in applied.started:
-            slot = self._start_attempt(rec)
+        for started in applied.started:
+            slot = self._start_attempt(started)
             touched[id(slot)] = slot
         for slot in touched.values():
             # One message per actor per commit: pykka's mailbox is paid once, not per job.
@@ -1134,7 +995,7 @@ class JobManager:
         for job_id in applied.cancel_requests:
             self._cancel_requested_elsewhere(job_id)
         if applied.again:
-            self._inbox_send.send_nowait(("tick",))
+            self._inbox_send.send_nowait(_WAKE)
         if applied.next_due != self._next_due_us or self._deadlines:
             self._next_due_us = applied.next_due
             self._timer_kick.set()
@@ -1149,8 +1010,8 @@ class JobManager:
         else:
             logger.debug(f"[{job_id}] {decision.outcome.value}: {decision.message or ''}")
 
-    def _start_attempt(self, rec: dict[str, Any]) -> _Slot:
-        job_id: JobId = rec["id"]
+    def _start_attempt(self, started: verbs.Started) -> _Slot:
+        job_id = started.job_id
         prefix = job_id[:2]
         slots = self._slots_by_prefix[prefix]
         slot = slots[0] if len(slots) == 1 else max(slots, key=_free)
@@ -1160,10 +1021,10 @@ class JobManager:
         # The actor builds the Job from the record (and logs "Running"): that work runs beside
         # the next commit's fsync instead of in this loop.
         ctx = JobContext._for_attempt(
-            job_id, TYPE_OF_PREFIX[prefix], rec["p"], rec["rc"] + 1, self.storage,
+            job_id, started.job_type, started.params_text, started.attempt, self.storage,
             self._progress_from_thread, cancel_event,
         )
-        timeout = rec.get("to") or slot.executor.timeout_s
+        timeout = started.timeout_s or slot.executor.timeout_s
         deadline = None if timeout is None else trio.current_time() + timeout
         self._inflight[job_id] = _InFlight(
             job_id, token, slot, ctx, cancel_event, deadline, timeout
@@ -1172,7 +1033,7 @@ class JobManager:
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, token, job_id))
             self._timer_kick.set()
-        slot.pending.append(Attempt(ctx, rec, token))
+        slot.pending.append(Attempt(ctx, started.record, token))
         return slot
 
     def _send_pending(self, slot: _Slot) -> None:
@@ -1200,7 +1061,7 @@ class JobManager:
         if token is None:
             return
         with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(self._inbox_send.send_nowait, ("progress", job_id, progress))
+            token.run_sync_soon(self._inbox_send.send_nowait, _ProgressReport(job_id, progress))
 
     def _cancel_requested_elsewhere(self, job_id: str) -> None:
         flight = self._inflight.get(job_id)
@@ -1227,16 +1088,16 @@ class JobManager:
                 continue
             now = trio.current_time()
             if self._deadlines and self._deadlines[0][0] <= now:
-                self._inbox_send.send_nowait(("timeout",))
+                self._inbox_send.send_nowait(_TIMEOUTS)
             if self._next_due_us is not None and self._trio_time_of(self._next_due_us) <= now:
                 self._next_due_us = None  # the loop's commit reports the next one
-                self._inbox_send.send_nowait(("tick",))
+                self._inbox_send.send_nowait(_WAKE)
             if schedule_wake is not None and schedule_wake <= now:
-                self._inbox_send.send_nowait(("schedule",))
+                self._inbox_send.send_nowait(_SCHEDULE_DUE)
             if now >= next_poll:
                 next_poll = now + self.poll_interval_s
                 if self._outside_work():
-                    self._inbox_send.send_nowait(("tick",))
+                    self._inbox_send.send_nowait(_WAKE)
 
     def _next_schedule_wake(self) -> float | None:
         now = self._now_us()
@@ -1264,68 +1125,8 @@ def _free(slot: _Slot) -> int:
     return slot.free
 
 
-def _validates(executor: JobExecutor | None) -> bool:
-    """Does the executor check parameters? One that does not needs no dict decoded for it."""
-    return (executor is not None
-            and type(executor).validate_params is not JobExecutor.validate_params)
-
-
-def _new_ids(prepared: Sequence[tuple[JobType, Any, Any, Any, Any]]) -> list[JobId]:
-    """Ids for the prepared jobs, in submission order: one reservation per run of one type."""
-    ids: list[JobId] = []
-    i, n = 0, len(prepared)
-    while i < n:
-        jt = prepared[i][0]
-        j = i + 1
-        while j < n and prepared[j][0] is jt:
-            j += 1
-        ids.extend(JobId.new_many(jt, j - i))
-        i = j
-    return ids
-
-
-def _readable(
-    txn: StoreTxn, job_id: str, code: str, due: int | None = None
-) -> dict[str, Any] | None:
-    """The record an index points at, or None after taking a damaged one out of the indexes:
-    one unreadable record must not stop the runtime (reading it still names the damage)."""
-    try:
-        return txn.require(job_id)
-    except CorruptRecord as exc:
-        logger.error(f"[{job_id}] {exc}; taken out of the work queues, the record is kept")
-        txn.quarantine(job_id, code, due)
-        return None
-
-
 def _wall_now_us() -> int:
     return time.time_ns() // 1000
-
-
-class _RuntimeLock:
-    """One runtime per store: an exclusive flock on ``<path>/runtime.lock`` holding the pid."""
-
-    def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.path = path / "runtime.lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = self._holder()
-            os.close(self.fd)
-            raise StoreLocked(str(path), pid) from None
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{os.getpid()}\n".encode())
-
-    def _holder(self) -> int | None:
-        try:
-            return int(os.pread(self.fd, 32, 0).decode().strip() or "x")
-        except ValueError:
-            return None
-
-    def release(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
 
 
 @contextlib.asynccontextmanager
@@ -1376,10 +1177,11 @@ async def open_job_manager(
     if not executors:
         raise UnknownJobType("no executors to run")
     root = Path(path).resolve()
-    lock = _RuntimeLock(root)
+    lock = RuntimeLock(root)
     sink_id = None
     try:
-        store = JobStore(root, executors=executors, map_size=map_size, durable=durable)
+        store = JobStore(root, executors=executors, map_size=map_size, durable=durable,
+                         writer=True)
         try:
             if log_file is not None:
                 sink_id = logger.add(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kalam_actors import InvalidParams, JobStatus, JobStore, JobType, open_job_manager
-from kalam_actors.history import JobCleanupExecutor, prune_history
+from kalam_actors.executors.job_cleanup import JobCleanupExecutor
 from kalam_actors.ids import JobId
 from kalam_actors.model import JobDecision
 from kalam_actors.store import StoreTxn, new_record
@@ -53,7 +53,7 @@ def test_prunes_only_terminal_jobs_finished_before_the_cutoff(store: JobStore) -
     long_running = add(store, NOW - 10 * DAY, NOW - 1 * DAY)  # created before, ended after
     active = add(store, NOW - 10 * DAY, None)
     young = add(store, NOW - 1 * DAY, NOW - 1 * DAY)
-    deleted = prune_history(store, NOW - 7 * DAY)
+    deleted = store.prune_history(NOW - 7 * DAY)
     assert deleted == 4
     assert ids(store) == {long_running, active, young}
     assert all(store.get_job(j) is None for j in old)
@@ -74,7 +74,7 @@ def test_batches_are_bounded_and_reported(store: JobStore, monkeypatch: Any) -> 
 
     monkeypatch.setattr(store, "write", counting_write)
     reports: list[int] = []
-    assert prune_history(store, NOW, batch_size=3, on_batch=reports.append) == 10
+    assert store.prune_history(NOW, batch_size=3, on_batch=reports.append) == 10
     assert reports == [3, 6, 9, 10]
     # Four batches of at most 3 records; the fourth walks on through the empty ranges of the
     # other statuses and types in the same transaction.
@@ -94,7 +94,7 @@ def test_the_walk_stops_at_the_first_job_created_after_the_cutoff(
         return real_get(self, job_id)
 
     monkeypatch.setattr(StoreTxn, "get", spy)
-    assert prune_history(store, NOW - 7 * DAY, batch_size=1000) == 1
+    assert store.prune_history(NOW - 7 * DAY, batch_size=1000) == 1
     assert len(read) == 2, "one old record, then the first young one ends the walk"
     assert ids(store) == set(young)
 
@@ -103,7 +103,7 @@ def test_cancelled_between_batches(store: JobStore) -> None:
     for _ in range(6):
         add(store, NOW - 30 * DAY, NOW - 30 * DAY)
     asked = iter([False, True])
-    assert prune_history(store, NOW, batch_size=2, cancelled=lambda: next(asked)) == 2
+    assert store.prune_history(NOW, batch_size=2, cancelled=lambda: next(asked)) == 2
     assert len(ids(store)) == 4
 
 
@@ -176,6 +176,6 @@ def test_a_young_job_of_one_type_does_not_hide_old_jobs_of_another(store: JobSto
 
     store.write(write)
     old = add(store, NOW - 10 * DAY, NOW - 9 * DAY)
-    assert prune_history(store, NOW - 7 * DAY) == 1
+    assert store.prune_history(NOW - 7 * DAY) == 1
     assert ids(store) == {young_id}
     assert store.get_job(old) is None

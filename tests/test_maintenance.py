@@ -20,7 +20,7 @@ import kalam_actors.manager as manager_mod
 from kalam_actors import JobStatus, JobStore, JobType, open_job_manager
 from kalam_actors.errors import InvalidParams
 from kalam_actors.executors import FlushExecutor, StreamEvictionExecutor
-from kalam_actors.history import JobCleanupExecutor
+from kalam_actors.executors.job_cleanup import JobCleanupExecutor
 from kalam_actors.maintenance import (
     EvictionSchedule,
     FlushSchedule,

@@ -1,100 +1,37 @@
-"""Job history: the JobCleanup executor that prunes old terminal job records.
+"""JobCleanup: prunes job history, the terminal job records older than a cutoff.
 
 Terminal records (Completed, Failed, Cancelled, Skipped) never change again and the runtime
-never touches them, so deleting them beside a running runtime is safe: every batch is one LMDB
-write transaction, and LMDB serialises writers across threads and processes.
+never touches them, so this executor deletes them beside a running runtime through the store's
+own verb (:meth:`JobStore.prune_history`), in bounded write transactions that LMDB serialises
+with the runtime's group commits.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import InvalidParams
-from .executor import JobExecutor
-from .ids import JobType
-from .model import JobDecision, JobStatus
-from .store import CODE, JobStore, StoreTxn
+from ..errors import InvalidParams
+from ..executor import JobExecutor
+from ..ids import JobType
+from ..model import JobDecision
+from ..store import JobStore
 
 if TYPE_CHECKING:
-    from .context import JobContext
-    from .model import Job
+    from ..context import JobContext
+    from ..model import Job
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_RETENTION_DAYS", "JobCleanupExecutor", "prune_history"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_RETENTION_DAYS", "JobCleanupExecutor"]
 
 DEFAULT_RETENTION_DAYS: Final = 7.0
 DEFAULT_BATCH_SIZE: Final = 1000
 MAX_BATCH_SIZE: Final = 100_000
 _DAY_US: Final = 86_400 * 1_000_000
-_TERMINAL: Final = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED)
 
 
 def _wall_us() -> int:
     return time.time_ns() // 1000
-
-
-def prune_history(
-    store: JobStore,
-    before_us: int,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    on_batch: Callable[[int], None] | None = None,
-    cancelled: Callable[[], bool] | None = None,
-) -> int:
-    """Delete terminal jobs that finished before ``before_us``; return how many.
-
-    There is no index by finish time. Within one type, ids sort by creation time, so each
-    terminal status range of each type is walked in id (creation) order and the walk stops at
-    the first job created at or after the cutoff: a job finishes after it is created, so no
-    later job of that type can qualify. The work is
-    bounded by the jobs created before the cutoff. Jobs created before the cutoff but finished
-    after it are stepped over (they go in a later run).
-
-    Each batch of at most ``batch_size`` records (read or deleted) is one write transaction;
-    ``on_batch(deleted_so_far)`` is called after each commit; ``cancelled()`` is checked
-    between batches.
-    """
-    # One range per terminal status and type; a batch walks on from range to range, so
-    # empty ranges cost no transaction of their own.
-    ranges = [(CODE[status], job_type.prefix + "-")
-              for status, job_type in itertools.product(_TERMINAL, JobType)]
-    deleted = 0
-    position: tuple[int, str | None] = (0, None)  # (range index, last id read in it)
-    while position[0] < len(ranges):
-        if cancelled is not None and cancelled():
-            return deleted
-
-        def batch(stxn: StoreTxn, start: tuple[int, str | None] = position
-                  ) -> tuple[int, tuple[int, str | None]]:
-            index, after = start
-            n = touched = 0
-            while index < len(ranges) and touched < batch_size:
-                code, id_prefix = ranges[index]
-                found = stxn.ids_after(code, after, batch_size - touched, id_prefix=id_prefix)
-                if not found:
-                    index, after = index + 1, None
-                    continue
-                for job_id in found:
-                    touched += 1
-                    after = job_id
-                    rec = stxn.get(job_id)
-                    if rec is None:
-                        continue
-                    if rec["c"] >= before_us:
-                        index, after = index + 1, None  # no later job of this type qualifies
-                        break
-                    if rec["f"] is not None and rec["f"] < before_us:
-                        stxn.delete(rec)
-                        n += 1
-            return n, (index, after)
-
-        n, position = store.write(batch)
-        deleted += n
-        if n and on_batch is not None:
-            on_batch(deleted)
-    return deleted
 
 
 class JobCleanupExecutor(JobExecutor):
@@ -158,8 +95,7 @@ class JobCleanupExecutor(JobExecutor):
         # An upper bound (every terminal job); the last report says what it came to.
         total = sum(n for (s, _), n in store.counts().items() if s.is_terminal)
         ctx.report_progress(0, total, "pruning job history")
-        deleted = prune_history(
-            store,
+        deleted = store.prune_history(
             before,
             batch_size=size,
             on_batch=lambda n: ctx.report_progress(n, total, f"{n} deleted"),

@@ -25,313 +25,48 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import lmdb
-import orjson
 
-from ._txngate import TxnGate
-from .errors import (
+from .._txngate import TxnGate
+from ..errors import (
     CancelNotAllowed,
-    CorruptRecord,
-    IdempotentConflict,
     InvalidParams,
     InvalidTransition,
     JobNotFound,
     StoreError,
-    UnknownJobType,
 )
-from .executor import JobExecutor
-from .ids import JobId, JobType
-from .model import (
-    MAX_EXCEPTION_TRACE,
-    MAX_IDEMPOTENCY_KEY,
-    MAX_MESSAGE,
-    TRANSITIONS,
+from ..executor import JobExecutor
+from ..ids import JobId, JobType
+from ..model import (
     Job,
     JobFilter,
     JobRow,
     JobStatus,
-    Progress,
     check_transition,
-    truncate_head,
-    truncate_tail,
+)
+from . import verbs
+from .door import prepare_job
+from .records import (
+    _ALLOWED_CODES,
+    _CODE_OF_VALUE,
+    _TERMINAL_CODES,
+    ACTIVE_CODES,
+    CODE,
+    SCHEMA_VERSION,
+    STATUS_OF,
+    TYPE_OF_PREFIX,
+    decode_record,
+    encode_record,
+    now_us,
+    record_to_job,
 )
 
-__all__ = ["SCHEMA_VERSION", "JobStore", "StoreTxn", "check_idempotency_key", "parse_params"]
-
-SCHEMA_VERSION: Final = 1
-MAX_PARAMS_BYTES: Final = 1 << 20
-MAX_PARAMS_DEPTH: Final = 32
-
-CODE: Final = {
-    JobStatus.NEW: "N",
-    JobStatus.QUEUED: "Q",
-    JobStatus.RUNNING: "R",
-    JobStatus.RETRYING: "Y",
-    JobStatus.COMPLETED: "C",
-    JobStatus.FAILED: "F",
-    JobStatus.CANCELLED: "X",
-    JobStatus.SKIPPED: "S",
-}
-STATUS_OF: Final = {code: status for status, code in CODE.items()}
-# By the status's value: Enum.__hash__ is a Python-level call, and state changes are hot.
-_CODE_OF_VALUE: Final = {status.value: code for status, code in CODE.items()}
-ACTIVE_CODES: Final = frozenset("NQRY")
-_TERMINAL_CODES: Final = frozenset("CFXS")
-_ALLOWED_CODES: Final = frozenset(
-    (CODE[old], CODE[new]) for old, targets in TRANSITIONS.items() for new in targets
-)
-TYPE_OF_PREFIX: Final = {t.prefix: t for t in JobType}
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["NOT_CANCELLABLE", "JobStore", "StoreTxn"]
 
 T = TypeVar("T")
-
-
-def now_us() -> int:
-    """Wall-clock time in whole microseconds since the epoch."""
-    return time.time_ns() // 1000
-
-
-# Jobs written by one batch share their timestamps: converting each distinct one once saves
-# most of record_to_job's time on the dispatch path. Bounded; races only cost a recompute.
-_DATETIMES: dict[int, datetime] = {}
-
-
-def _datetime_of(us: int) -> datetime:
-    dt = _DATETIMES.get(us)
-    if dt is None:
-        if len(_DATETIMES) >= 1024:
-            _DATETIMES.clear()
-        dt = _DATETIMES[us] = _EPOCH + timedelta(microseconds=us)
-    return dt
-
-
-# --------------------------------------------------------------------------- input checks
-
-
-def _depth_ok(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
-
-
-def parse_params(params: Any) -> tuple[dict[str, Any], str]:
-    """Accept parameters as a dict or JSON text; return the dict and its canonical JSON text.
-
-    The dict is decoded from the text: what a validator sees is exactly what is stored.
-
-    Raises:
-        InvalidParams: bad JSON, not an object, NaN/infinity, non-string keys, non-UTF-8 text,
-            over 1 MiB, or nested deeper than 32 levels.
-    """
-    text = params_text(params)
-    return orjson.loads(text), text
-
-
-def params_text(params: Any) -> str:
-    """The canonical JSON text of parameters given as a dict or JSON text, checked as
-    :func:`parse_params` checks them (for a job whose executor does not look at them)."""
-    if isinstance(params, (bytes, bytearray, memoryview)):
-        try:
-            params = bytes(params).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidParams(f"parameters are not valid UTF-8: {exc}") from exc
-    if isinstance(params, str):
-        if len(params) > MAX_PARAMS_BYTES:
-            raise InvalidParams(f"parameters are {len(params)} characters; the limit is 1 MiB")
-        try:
-            value = orjson.loads(params)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidParams(f"parameters are not valid JSON: {exc}") from exc
-    elif isinstance(params, dict):
-        value = params
-    else:
-        raise InvalidParams(
-            f"parameters must be a JSON object (a dict or JSON text), not {type(params).__name__}"
-        )
-    if not isinstance(value, dict):
-        raise InvalidParams(f"parameters must be a JSON object, not a JSON {type(value).__name__}")
-    # Only containers can nest: most parameters are flat and skip the walk.
-    nested = bool(value) and any(isinstance(v, (dict, list)) for v in value.values())
-    if nested and not _depth_ok(value, MAX_PARAMS_DEPTH):
-        raise InvalidParams(f"parameters are nested deeper than {MAX_PARAMS_DEPTH} levels")
-    try:
-        text = orjson.dumps(value).decode("utf-8")
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise InvalidParams(f"parameters cannot be stored as JSON: {exc}") from exc
-    if len(text) > MAX_PARAMS_BYTES:
-        raise InvalidParams(f"parameters are {len(text)} bytes as JSON; the limit is 1 MiB")
-    # orjson writes NaN and infinities as null; refuse them rather than change the caller's data.
-    if "null" in text and _has_non_finite(value):
-        raise InvalidParams("parameters contain NaN or infinity, which JSON cannot hold")
-    return text
-
-
-def _has_non_finite(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float) and (item != item or item in (float("inf"), float("-inf"))):
-            return True
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
-def check_idempotency_key(key: Any) -> str | None:
-    """Return the key if acceptable: None, or 1–256 characters of text without NUL.
-
-    Raises:
-        InvalidParams: naming what is wrong with it.
-    """
-    if key is None:
-        return None
-    if not isinstance(key, str):
-        raise InvalidParams(
-            f"idempotency_key must be a string, not {type(key).__name__}", field="idempotency_key"
-        )
-    if not key:
-        raise InvalidParams("idempotency_key must not be empty", field="idempotency_key")
-    if len(key) > MAX_IDEMPOTENCY_KEY:
-        raise InvalidParams(
-            f"idempotency_key is {len(key)} characters; the limit is {MAX_IDEMPOTENCY_KEY}",
-            field="idempotency_key",
-        )
-    if "\x00" in key:
-        raise InvalidParams("idempotency_key must not contain NUL", field="idempotency_key")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidParams(
-            f"idempotency_key is not valid Unicode text: {exc}", field="idempotency_key"
-        ) from exc
-    return key
-
-
-def check_max_retries(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
-        raise InvalidParams(
-            f"max_retries must be a whole number from 0 to 1000, not {value!r}",
-            field="max_retries",
-        )
-    return value
-
-
-def check_timeout(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidParams(f"timeout_s must be a number > 0, not {value!r}", field="timeout_s")
-    return float(value)
-
-
-# --------------------------------------------------------------------------- records
-
-
-def new_record(
-    job_id: str,
-    params_text: str,
-    *,
-    key: str | None,
-    max_retries: int,
-    now: int,
-    status: JobStatus = JobStatus.NEW,
-    timeout_s: float | None = None,
-) -> dict[str, Any]:
-    """A fresh job record (a plain dict: this is the stored form, short keys keep it small)."""
-    rec = _TEMPLATE.copy()  # a copy and seven stores: half the cost of a 17-key literal
-    rec["id"] = job_id
-    rec["s"] = _CODE_OF_VALUE[status._value_]
-    rec["p"] = params_text
-    rec["k"] = key
-    rec["mr"] = max_retries
-    rec["c"] = rec["u"] = now
-    rec["to"] = timeout_s
-    return rec
-
-
-_TEMPLATE: Final[dict[str, Any]] = {
-    "v": SCHEMA_VERSION, "id": None, "s": None, "p": None, "k": None, "rc": 0, "mr": None,
-    "m": None, "x": None, "pg": None, "c": None, "u": None, "st": None, "f": None, "ra": None,
-    "to": None, "cr": False,
-}
-
-
-def encode_record(rec: dict[str, Any]) -> bytes:
-    return orjson.dumps(rec)
-
-
-def decode_record(job_id: str, raw: bytes | memoryview) -> dict[str, Any]:
-    """Decode a stored record, checking its shape.
-
-    Raises:
-        CorruptRecord: naming the job, for undecodable bytes, a foreign record, or a schema
-            version this code does not know.
-    """
-    try:
-        rec = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise CorruptRecord(job_id, f"not JSON ({exc})") from exc
-    if not isinstance(rec, dict):
-        raise CorruptRecord(job_id, f"a JSON {type(rec).__name__}, not a job record")
-    version = rec.get("v")
-    if version != SCHEMA_VERSION:
-        if isinstance(version, int) and 0 < version < SCHEMA_VERSION:
-            rec = _upgrade(rec)
-        else:
-            raise CorruptRecord(
-                job_id, f"schema version {version!r}; this code reads {SCHEMA_VERSION}"
-            )
-    if rec.get("id") != job_id or rec.get("s") not in STATUS_OF:
-        raise CorruptRecord(job_id, "record does not describe this job")
-    checked: dict[str, Any] = rec
-    return checked
-
-
-def _upgrade(rec: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older record to the current schema (no older schema exists yet)."""
-    return rec
-
-
-def record_to_job(rec: dict[str, Any]) -> Job:
-    job_id = JobId(rec["id"])
-    try:
-        pg = rec["pg"]
-        st, f, ra = rec["st"], rec["f"], rec["ra"]
-        # Positional: a frozen dataclass with sixteen keyword arguments costs twice as much,
-        # and this runs for every job started and every job read.
-        return Job(
-            job_id,
-            TYPE_OF_PREFIX[job_id[:2]],
-            STATUS_OF[rec["s"]],
-            rec["p"],
-            rec["k"],
-            rec["rc"],
-            rec["mr"],
-            rec["m"],
-            rec["x"],
-            None if pg is None else Progress(pg[0], pg[1], pg[2]),
-            _datetime_of(rec["c"]),
-            _datetime_of(rec["u"]),
-            None if st is None else _datetime_of(st),
-            None if f is None else _datetime_of(f),
-            None if ra is None else _datetime_of(ra),
-            rec.get("to"),
-        )
-    except (KeyError, TypeError, IndexError) as exc:
-        raise CorruptRecord(job_id, f"missing or malformed field {exc}") from exc
 
 
 def _due_key(run_after_us: int, job_id: str) -> bytes:
@@ -342,26 +77,89 @@ def _due_key(run_after_us: int, job_id: str) -> bytes:
 
 
 class _SharedEnv:
-    """One lmdb.Environment per path per process, shared by every JobStore on that path."""
+    """One lmdb.Environment per path per process, shared by every JobStore on that path.
 
-    def __init__(self, path: Path, env: lmdb.Environment, durable: bool) -> None:
+    A process that finds the store already made opens it read-only: opening named databases
+    in a writable environment takes LMDB's write lock, so a reader would wait for any other
+    process's write transaction. The first write reopens it writable (:meth:`writable`).
+    """
+
+    def __init__(self, path: Path, map_size: int | None, durable: bool, *, write: bool) -> None:
         self.path = path
-        self.env = env
+        self.map_size = map_size
         self.durable = durable
         self.users = 0
         self.gate = TxnGate()
-        self.jobs = env.open_db(b"jobs")
-        self.status = env.open_db(b"status")
-        self.keys = env.open_db(b"keys")
-        self.due = env.open_db(b"due")
-        self.cancels = env.open_db(b"cancels")
-        self.counts = env.open_db(b"counts")
-        self.meta = env.open_db(b"meta")
+        self.readonly = True
         # The last active records this process wrote, as (stored bytes, decoded copy): the
         # runtime reads back nearly every record it writes (a job it created, to start it; a
         # job it started, to finish it). A read whose bytes equal the cached bytes takes a copy
         # of the dict instead of decoding; any other writer's change shows as different bytes.
         self.written: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        db_path = path / "jobs.lmdb"
+        if not write and (db_path / "data.mdb").is_file():
+            with contextlib.suppress(lmdb.Error, StoreError):
+                self._open(readonly=True)
+                return
+        self._open(readonly=False)
+
+    def _open(self, *, readonly: bool) -> None:
+        db_path = self.path / "jobs.lmdb"
+        try:
+            if not readonly:
+                db_path.mkdir(parents=True, exist_ok=True)
+            env = lmdb.open(
+                str(db_path),
+                map_size=self.map_size or _INITIAL_MAP_SIZE,
+                max_dbs=8,
+                max_readers=1024,
+                readonly=readonly,
+                # Durable: every commit flushes its data pages, then its meta page, before
+                # it returns. Committing unsynced and calling env.sync() afterwards is NOT
+                # the same: the kernel may write the new meta page before the pages it
+                # points to, and a power loss in between corrupts the store instead of
+                # losing one transaction.
+                sync=self.durable,
+                metasync=self.durable,
+            )
+        except (OSError, lmdb.Error) as exc:
+            raise StoreError(f"cannot open job store at {self.path}: {exc}") from exc
+        try:
+            for _ in range(64):
+                try:
+                    self._open_dbs(env, create=not readonly)
+                    break
+                except lmdb.MapResizedError:
+                    env.set_mapsize(0)  # another process grew the map: adopt its size
+            else:
+                raise StoreError(f"job store {self.path}: the map kept changing size")
+            _check_schema(self.path, env, self.meta, write=not readonly)
+        except BaseException as exc:
+            env.close()
+            if isinstance(exc, lmdb.Error):
+                raise StoreError(f"cannot open job store at {self.path}: {exc}") from exc
+            raise
+        self.env = env
+        self.readonly = readonly
+
+    def _open_dbs(self, env: lmdb.Environment, *, create: bool) -> None:
+        self.jobs = env.open_db(b"jobs", create=create)
+        self.status = env.open_db(b"status", create=create)
+        self.keys = env.open_db(b"keys", create=create)
+        self.due = env.open_db(b"due", create=create)
+        self.cancels = env.open_db(b"cancels", create=create)
+        self.counts = env.open_db(b"counts", create=create)
+        self.meta = env.open_db(b"meta", create=create)
+
+    def writable(self) -> None:
+        """Reopen a read-only environment writable, once no transaction of ours is open."""
+        if self.readonly:
+            self.gate.exclusive(self._reopen_writable)
+
+    def _reopen_writable(self) -> None:
+        if self.readonly:
+            self.env.close()
+            self._open(readonly=False)
 
 
 _ENVS: dict[Path, _SharedEnv] = {}
@@ -370,33 +168,16 @@ _INITIAL_MAP_SIZE: Final = 256 << 20
 _WRITTEN_CACHE: Final = 4096  # records; about 1 KB each
 
 
-def _acquire_env(path: Path, map_size: int | None, durable: bool) -> _SharedEnv:
+def _acquire_env(path: Path, map_size: int | None, durable: bool, *, write: bool) -> _SharedEnv:
     with _ENVS_LOCK:
         shared = _ENVS.get(path)
         if shared is None:
-            db_path = path / "jobs.lmdb"
-            try:
-                db_path.mkdir(parents=True, exist_ok=True)
-                env = lmdb.open(
-                    str(db_path),
-                    map_size=map_size or _INITIAL_MAP_SIZE,
-                    max_dbs=8,
-                    max_readers=1024,
-                    # Durable: every commit flushes its data pages, then its meta page, before
-                    # it returns. Committing unsynced and calling env.sync() afterwards is NOT
-                    # the same: the kernel may write the new meta page before the pages it
-                    # points to, and a power loss in between corrupts the store instead of
-                    # losing one transaction.
-                    sync=durable,
-                    metasync=durable,
-                )
-            except (OSError, lmdb.Error) as exc:
-                raise StoreError(f"cannot open job store at {path}: {exc}") from exc
-            shared = _SharedEnv(path, env, durable)
-            _check_schema(shared)
+            shared = _SharedEnv(path, map_size, durable, write=write)
             _ENVS[path] = shared
         shared.users += 1
-        return shared
+    if write:
+        shared.writable()
+    return shared
 
 
 def _release_env(shared: _SharedEnv) -> None:
@@ -407,23 +188,29 @@ def _release_env(shared: _SharedEnv) -> None:
             shared.env.close()
 
 
-def _check_schema(shared: _SharedEnv) -> None:
-    with shared.env.begin(write=True, db=shared.meta) as txn:
+def _check_schema(path: Path, env: lmdb.Environment, meta: Any, *, write: bool) -> None:
+    """Refuse a store written by a newer version; record the version in a new store (the
+    only write, and only when it is missing)."""
+    with env.begin(db=meta) as txn:
         raw = txn.get(b"schema")
-        if raw is None:
-            txn.put(b"schema", str(SCHEMA_VERSION).encode())
-            return
+    if raw is None:
+        if not write:
+            raise StoreError(f"job store at {path} has no schema version yet")
+        with env.begin(write=True, db=meta) as txn:
+            raw = txn.get(b"schema")
+            if raw is None:
+                txn.put(b"schema", str(SCHEMA_VERSION).encode())
+                raw = str(SCHEMA_VERSION).encode()
+        env.sync(True)
     try:
         version = int(raw)
     except ValueError:
         version = -1
     if version > SCHEMA_VERSION or version < 1:
-        shared.env.close()
         raise StoreError(
-            f"job store at {shared.path} has schema version {raw.decode(errors='replace')}; "
+            f"job store at {path} has schema version {raw.decode(errors='replace')}; "
             f"this kalam-actors reads versions 1 to {SCHEMA_VERSION}"
         )
-    shared.env.sync(True)
 
 
 # --------------------------------------------------------------------------- write side
@@ -731,8 +518,9 @@ class JobStore:
 
     Args:
         path: the store's folder (created if missing).
-        executors: executors whose ``validate_params`` check new jobs; by default the built-in
-            executors, when they are importable.
+        executors: executors whose ``validate_params`` check new jobs and whose
+            ``cancellable`` says whether their jobs may be cancelled (without one, the seed's
+            rule: Cleanup and UserCleanup jobs cannot be cancelled once started).
         map_size: initial LMDB map size in bytes; it grows when full.
         durable: every commit is on disk before it returns (the default). ``False`` is for
             throwaway stores: a commit may be lost to a power cut, and one not yet flushed
@@ -740,6 +528,9 @@ class JobStore:
             and with it the choice of the first one opened; a durable store on an
             environment opened non-durably still flushes each write it makes, after its
             commit.
+        writer: open the store for writing at once (the runtime does). Otherwise a process
+            that finds the store made opens it read-only, so reading never waits for another
+            process's write transaction, and reopens it writable on its first write.
     """
 
     def __init__(
@@ -749,13 +540,14 @@ class JobStore:
         executors: Iterable[JobExecutor] | None = None,
         map_size: int | None = None,
         durable: bool = True,
+        writer: bool = False,
     ) -> None:
         self.path = Path(path).resolve()
-        self._shared = _acquire_env(self.path, map_size, durable)
+        self._shared = _acquire_env(self.path, map_size, durable, write=writer)
         self._closed = False
-        self._validators: dict[JobType, JobExecutor] | None = (
-            None if executors is None else {e.job_type: e for e in executors}
-        )
+        self._executors: dict[JobType, JobExecutor] = {
+            e.job_type: e for e in (executors or ())
+        }
 
     # -- lifecycle
     def close(self) -> None:
@@ -798,6 +590,8 @@ class JobStore:
         durable store the commit is on disk when this returns, whatever ``sync`` says; on a
         store opened with ``durable=False``, ``sync`` flushes it afterwards.
         """
+
+        self._shared.writable()
 
         def attempt() -> T:
             with self._shared.gate.txn(), self.env.begin(write=True) as txn:
@@ -1013,34 +807,15 @@ class JobStore:
             return bool(txn.cursor(db=self._shared.cancels).first())
 
     # -- submit
-    def _validator(self, job_type: JobType) -> JobExecutor | None:
-        if self._validators is None:
-            self._validators = _builtin_validators()
-        return self._validators.get(job_type)
+    def _executor(self, job_type: JobType) -> JobExecutor | None:
+        return self._executors.get(job_type)
 
-    def prepare(
-        self,
-        job_type: JobType | str,
-        params: Any,
-        *,
-        idempotency_key: str | None = None,
-        max_retries: int = 3,
-        timeout_s: float | None = None,
-        validator: JobExecutor | None = None,
-        require_validator: bool = False,
-    ) -> tuple[JobType, str, str | None, int, float | None]:
-        """Check everything about a new job that can be checked before a transaction."""
-        jt = JobType.parse(job_type)
-        params_dict, text = parse_params(params)
-        key = check_idempotency_key(idempotency_key)
-        retries = check_max_retries(max_retries)
-        timeout = check_timeout(timeout_s)
-        executor = validator if validator is not None else self._validator(jt)
-        if executor is None and require_validator:
-            raise UnknownJobType(f"no executor is registered for job type {jt.value}")
+    def _cancellable(self, job_type: JobType) -> bool:
+        executor = self._executors.get(job_type)
         if executor is not None:
-            executor.validate_params(params_dict)
-        return jt, text, key, retries, timeout
+            return bool(executor.cancellable)
+        # No executor here to ask: the seed's rule for its job types.
+        return job_type not in NOT_CANCELLABLE
 
     def create_job(
         self,
@@ -1053,27 +828,23 @@ class JobStore:
     ) -> JobId:
         """Submit a job (status New); a running runtime picks it up within its poll interval.
 
+        Parameters are checked by the executor of its type given to this store, if any (the
+        runtime checks them again before it runs the job).
+
         Raises:
-            UnknownJobType, InvalidParams: for bad input; nothing is written.
+            UnknownJobType, InvalidParams: for bad input, naming it; nothing is written.
             IdempotentConflict: when an active job holds ``idempotency_key``.
         """
-        jt, text, key, retries, timeout = self.prepare(
-            job_type, params, idempotency_key=idempotency_key, max_retries=max_retries,
-            timeout_s=timeout_s,
+        jt = JobType.parse(job_type)
+        job = prepare_job(
+            jt, params, idempotency_key=idempotency_key, max_retries=max_retries,
+            timeout_s=timeout_s, executor=self._executor(jt),
         )
         job_id = JobId.new(jt)
         now = now_us()
-
-        def insert(txn: StoreTxn) -> JobId:
-            if key is not None:
-                holder = txn.active_holder(key)
-                if holder is not None:
-                    raise IdempotentConflict(key, holder)
-            txn.insert(new_record(job_id, text, key=key, max_retries=retries, now=now,
-                                  timeout_s=timeout))
-            return job_id
-
-        return self.write(insert)
+        self.write(lambda txn: verbs.create_jobs(txn, [job], now, status=JobStatus.NEW,
+                                                 ids=[job_id]))
+        return job_id
 
     def cancel_job(self, job_id: str, *, wait_s: float = 5.0) -> Job:
         """Cancel a job. New, Queued and Retrying jobs end Cancelled at once. For a Running
@@ -1081,50 +852,34 @@ class JobStore:
         its verdict.
 
         Raises:
-            JobNotFound, InvalidTransition (terminal job), CancelNotAllowed (the executor
-            refused, or the runtime did not answer within ``wait_s``).
+            JobNotFound, InvalidTransition (terminal job), CancelNotAllowed (its type cannot
+            be cancelled once started, the executor refused, or the runtime did not answer
+            within ``wait_s``).
         """
         job_id = JobId.parse(job_id)
+        cancellable = self._cancellable(job_id.job_type)
         now = now_us()
 
-        def cancel(txn: StoreTxn) -> str:
-            rec = txn.require(job_id)
-            status = STATUS_OF[rec["s"]]
-            if status.is_terminal:
-                raise InvalidTransition(
-                    job_id, status, JobStatus.CANCELLED,
-                    f"Cannot cancel job in status {status.value}",
-                )
-            if status is JobStatus.RUNNING:
-                validator = self._validator(JobId(job_id).job_type)
-                if validator is not None and not validator.cancellable:
-                    raise CancelNotAllowed(job_id, f"{validator.name} jobs cannot be cancelled")
-                if not rec["cr"]:
-                    rec["cr"] = True
-                    rec.pop("cx", None)
-                    txn.put(rec)
-                    txn.request_cancel(job_id)
-                return "requested"
-            txn.move(rec, JobStatus.CANCELLED, now, m="Cancelled by user")
-            return "done"
-
-        if self.write(cancel) == "done":
-            job = self.get_job(job_id)
-            assert job is not None
+        def cancel(txn: StoreTxn) -> Job | None:
+            job = verbs.cancel(txn, job_id, now, cancellable=cancellable)
+            if job is None:
+                verbs.request_cancel(txn, job_id, cancellable=cancellable)
             return job
+
+        done = self.write(cancel)
+        if done is not None:
+            return done
         return self._await_cancel_verdict(job_id, wait_s)
 
     def _await_cancel_verdict(self, job_id: JobId, wait_s: float) -> Job:
         deadline = time.monotonic() + wait_s
         delay = 0.005
         while True:
-            rec = self.get_record(job_id)
-            if rec is None:
-                raise JobNotFound(job_id)
-            if rec.get("cx"):
-                raise CancelNotAllowed(job_id, rec["cx"])
-            if STATUS_OF[rec["s"]].is_terminal or (rec["cr"] and rec.get("ca")):
-                return record_to_job(rec)
+            verdict = verbs.cancel_verdict(self.get_record(job_id), job_id)
+            if isinstance(verdict, CancelNotAllowed):
+                raise verdict
+            if verdict is not None:
+                return verdict
             if time.monotonic() >= deadline:
                 raise CancelNotAllowed(
                     job_id, f"the runtime did not answer the cancel request within {wait_s} s "
@@ -1133,13 +888,24 @@ class JobStore:
             time.sleep(delay)  # polling another process's verdict; there is no event to wait on
             delay = min(delay * 2, 0.1)
 
+    # -- history
+    def prune_history(
+        self,
+        before_us: int,
+        *,
+        batch_size: int = 1000,
+        on_batch: Callable[[int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> int:
+        """Delete terminal jobs that finished before ``before_us`` (µs since the epoch), in
+        write transactions of at most ``batch_size`` records; return how many.
+        See :func:`verbs.prune_history`."""
+        return verbs.prune_history(self.write, before_us, batch_size=batch_size,
+                                   on_batch=on_batch, cancelled=cancelled)
 
-def _builtin_validators() -> dict[JobType, JobExecutor]:
-    try:
-        from .executors import builtin_executors
-    except ImportError:
-        return {}
-    return {e.job_type: e for e in builtin_executors()}
+
+# The seed's rule, for a store that has no executor of the type to ask.
+NOT_CANCELLABLE: Final = frozenset({JobType.CLEANUP, JobType.USER_CLEANUP})
 
 
 def _suffix(job_id: bytes) -> bytes:
@@ -1154,13 +920,3 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
-def truncate_message(text: str | None) -> str | None:
-    return truncate_head(text, MAX_MESSAGE)
-
-
-def append_trace(existing: str | None, new: str | None) -> str | None:
-    """Add an attempt's trace to the job's trace, keeping the newest 10,000 characters."""
-    if not new:
-        return existing
-    combined = new if not existing else f"{existing}\n{new}"
-    return truncate_tail(combined, MAX_EXCEPTION_TRACE)
