@@ -12,7 +12,7 @@ from loguru import logger
 
 from .ids import JobId, JobType
 from .model import Job, Progress
-from .store.door import check_progress
+from .store.values import check_progress
 
 __all__ = ["CancelFlag", "JobContext"]
 

@@ -1142,6 +1142,7 @@ async def open_job_manager(
     shutdown_timeout_s: float = 5.0,
     actor_intensity: Intensity | None = None,
     log_file: str | os.PathLike[str] | None = None,
+    log_level: str | int = "INFO",
     map_size: int | None = None,
     schedules: Iterable[Schedule] = (),
 ) -> AsyncIterator[JobManager]:
@@ -1159,7 +1160,12 @@ async def open_job_manager(
             cancellable ones are cancelled.
         actor_intensity: restarts of executor actors allowed (default 5 in 10 s) before the
             runtime stops with RuntimeFailed.
-        log_file: also write every job's log lines to this file.
+        log_file: write every job's log lines (each starting ``[<job_id>]``) to this file.
+            The library logs nothing until asked; giving a file enables its logger, as
+            ``logger.enable("kalam_actors")`` does, so the application's own loguru sinks
+            see job lines too.
+        log_level: the file's level: ``"INFO"`` (the default) has creations, failures,
+            retries and cancels; ``"DEBUG"`` adds every job's Running and Completed lines.
         schedules: schedules whose jobs the runtime creates on its own (see ``schedules``).
 
     Raises:
@@ -1184,8 +1190,10 @@ async def open_job_manager(
                          writer=True)
         try:
             if log_file is not None:
+                # The library is quiet until asked: a log file is asking.
+                logger.enable("kalam_actors")
                 sink_id = logger.add(
-                    str(log_file), filter=lambda r: "job_id" in r["extra"] or
+                    str(log_file), level=log_level, filter=lambda r: "job_id" in r["extra"] or
                     r["message"].startswith("["), enqueue=False
                 )
             manager = JobManager(
