@@ -1,4 +1,10 @@
-"""kalam-actors: a durable, actor-based job runtime that a storage engine embeds in its process."""
+"""kalam-actors: a durable, actor-based job runtime that a storage engine embeds in its process.
+
+A library is quiet: importing it turns its loguru logger off. Turn it on with
+``logger.enable("kalam_actors")`` (every line about a job starts with ``[<job_id>]``).
+"""
+
+from loguru import logger as _logger
 
 from .blocking import BlockingJobManager as BlockingJobManager
 from .blocking import start_job_manager as start_job_manager
@@ -67,3 +73,5 @@ __all__ = [
     "open_job_manager",
     "start_job_manager",
 ]
+
+_logger.disable("kalam_actors")

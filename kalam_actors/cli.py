@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
-import importlib
 import os
 import signal
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn, cast
 
@@ -25,6 +23,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ._cli_common import (
+    DATA_ENV,
+    EXIT_CONFLICT,
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    DataDir,
+    enable_logs,
+    runtime_executors,
+)
 from .errors import (
     CancelNotAllowed,
     IdempotentConflict,
@@ -60,15 +71,6 @@ __all__ = [
     "main",
 ]
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_CONFLICT: Final = 3
-EXIT_NOT_FOUND: Final = 4
-EXIT_LOCKED: Final = 5
-
-DATA_ENV: Final = "KALAM_ACTORS_DATA"
-
 EPILOG: Final = f"""\
 data directory (--data DIR, or ${DATA_ENV}):
   DIR/jobs      the job store (LMDB); DIR/jobs/runtime.lock names the running runtime's pid
@@ -93,14 +95,6 @@ examples:
 """
 
 
-class CliError(Exception):
-    """An error the command reports in one line and exits with ``code`` for."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def exit_code_of(exc: BaseException) -> int:
     """The documented exit code for an error."""
     if isinstance(exc, CliError):
@@ -117,47 +111,6 @@ def exit_code_of(exc: BaseException) -> int:
 
 
 # --------------------------------------------------------------------------- data dir
-
-
-class DataDir:
-    """The layout of a data directory: ``jobs`` (job store) and ``engine`` (storage engine)."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).expanduser()
-        self.jobs = self.root / "jobs"
-        self.engine = self.root / "engine"
-        self.policy_file = self.root / "maintenance.json"
-
-    def require(self) -> DataDir:
-        """Raise CliError (exit 2) unless the directory and its job store exist."""
-        if not self.root.is_dir():
-            raise CliError(
-                f"data directory {self.root} does not exist (pass --data DIR, set "
-                f"${DATA_ENV}, or create one with `kalam-actors run --data DIR --create`)"
-            )
-        if not (self.jobs / "jobs.lmdb").is_dir():
-            raise CliError(
-                f"{self.root} holds no job store ({self.jobs} is missing); "
-                f"start one with `kalam-actors run --data {self.root}`"
-            )
-        return self
-
-    def runtime_pid(self) -> int | None:
-        """The pid of the runtime that owns the store, or None when none runs."""
-        lock = self.jobs / "runtime.lock"
-        if not lock.exists():
-            return None
-        fd = os.open(lock, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                return int(text) if text.isdigit() else -1
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
 
 
 def _data_dir(args: argparse.Namespace) -> DataDir:
@@ -179,7 +132,7 @@ def validators(data: DataDir | None = None) -> list[JobExecutor]:
     """Executors whose ``validate_params`` check jobs submitted from this process (no engine
     is opened; backup and restore locations are checked against the backup root the
     runtime's engine uses, ``<data>/engine/backups``)."""
-    from .history import JobCleanupExecutor
+    from .executors.job_cleanup import JobCleanupExecutor
 
     roots = None if data is None else _BackupRoots(((data.engine / "backups").resolve(),))
     found: list[JobExecutor] = []
@@ -389,7 +342,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
                   str(sum(by_status.values())), style="bold")
     console = _out(args)
     console.print(table)
-    state = f"running (pid {pid})" if pid else "not running"
+    if pid is None:
+        state = "not running"
+    else:
+        state = f"running (pid {pid})" if pid > 0 else "running (pid unknown)"
     console.print(f"runtime: {state}", highlight=False)
     return EXIT_OK
 
@@ -444,43 +400,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- run
-
-
-def load_plugin(spec: str) -> Callable[..., Any]:
-    """``module:callable`` → the callable."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise CliError(f"--plugin must look like module:callable, not {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-        fn = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise CliError(f"cannot load plugin {spec}: {exc}") from exc
-    if not callable(fn):
-        raise CliError(f"plugin {spec} is not callable")
-    result: Callable[..., Any] = fn
-    return result
-
-
-def runtime_executors(engine: Any, store: Any, plugins: Sequence[str] = ()) -> list[JobExecutor]:
-    """The built-in executors on ``engine``, JobCleanup on ``store``, then each plugin's
-    executors (``plugin(engine)`` returns executors that replace those of the same type)."""
-    from .executors import builtin_executors
-    from .history import JobCleanupExecutor
-
-    by_type: dict[JobType, JobExecutor] = {e.job_type: e for e in builtin_executors(engine)}
-    by_type[JobType.JOB_CLEANUP] = JobCleanupExecutor(store)
-    for spec in plugins:
-        plugin = load_plugin(spec)
-        try:
-            made = list(plugin(engine))
-        except Exception as exc:
-            raise CliError(f"plugin {spec} failed: {type(exc).__name__}: {exc}") from exc
-        for executor in made:
-            if not isinstance(executor, JobExecutor):
-                raise CliError(f"plugin {spec} returned {executor!r}, not a JobExecutor")
-            by_type[executor.job_type] = executor
-    return list(by_type.values())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -766,14 +685,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    from loguru import logger
-
-    logger.remove()
-    level = "INFO" if args.command == "run" else "WARNING"
+    """The library is quiet on import; the command turns its logs on: `run` logs to stderr
+    from INFO, other commands only warnings, and the demo to DIR/demo.log alone (its jobs
+    show in the live view)."""
     if args.command == "demo":
-        return  # the demo shows its jobs in the live view; its log goes to DIR/demo.log
-    logger.add(sys.stderr, level=level, colorize=False,
-               format="{time:HH:mm:ss.SSS} {level: <7} {message}")
+        enable_logs(None)
+    else:
+        enable_logs("INFO" if args.command == "run" else "WARNING")
 
 
 def main(argv: Sequence[str] | None = None, *, configure_logging: bool = True) -> int:
@@ -781,8 +699,8 @@ def main(argv: Sequence[str] | None = None, *, configure_logging: bool = True) -
 
     Args:
         argv: the arguments (default ``sys.argv[1:]``).
-        configure_logging: replace loguru's handlers with the command's own (tests calling
-            ``main`` in-process pass False to keep theirs).
+        configure_logging: turn the library's logs on and replace loguru's handlers with the
+            command's own (tests calling ``main`` in-process pass False to keep theirs).
     """
     parser = build_parser()
     args = parser.parse_args(argv)

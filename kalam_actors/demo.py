@@ -28,7 +28,7 @@ from loguru import logger
 from rich.console import Console
 from rich.live import Live
 
-from .cli import EXIT_FAILED, EXIT_OK, DataDir, runtime_executors
+from ._cli_common import EXIT_FAILED, EXIT_OK, DataDir, runtime_executors
 from .errors import KalamError, StoreLocked
 from .ids import JobId, JobType
 from .live import JobBoard, PlainReporter, jobs_table, table_columns
@@ -390,6 +390,9 @@ def run_demo(data: str | None, *, console: Console, live: bool | None = None,
             terminal (None).
         rows: about how many sample rows to write in all.
         keep: keep the temporary data directory.
+
+    The log goes to ``DIR/demo.log`` at DEBUG, once the library's logs are on (the command
+    turns them on; the library is quiet on import).
     """
     temporary = data is None
     root = Path(tempfile.mkdtemp(prefix="kalam-demo-")) if data is None else Path(data)

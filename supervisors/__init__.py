@@ -16,7 +16,12 @@ them running according to its strategy, restart types, intensity and backoff::
 Leaving the block stops the children in reverse start order. Too many restarts
 raise ``EscalationError`` out of the block, so a supervisor can itself be the
 child of another supervisor. The package imports nothing from ``kalam_actors``.
+
+Its events are logged through loguru, off on import (a library is quiet): turn them on with
+``logger.enable("supervisors")``.
 """
+
+from loguru import logger as _logger
 
 from ._actor import actor_child as actor_child
 from ._child import ChildHandle as ChildHandle
@@ -61,3 +66,5 @@ __all__ = [
     "TooManyChildrenError",
     "actor_child",
 ]
+
+_logger.disable("supervisors")

@@ -55,8 +55,13 @@ def vclock() -> trio.testing.MockClock:
 def log_lines() -> Iterator[list[str]]:
     """Every message the runtime logs during the test, at any level."""
     lines: list[str] = []
+    # The library is quiet until the application turns it on; this test is that application.
+    logger.enable("kalam_actors")
+    logger.enable("supervisors")
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="TRACE")
     try:
         yield lines
     finally:
         logger.remove(sink)
+        logger.disable("kalam_actors")
+        logger.disable("supervisors")

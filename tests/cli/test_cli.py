@@ -32,8 +32,9 @@ def test_run_executes_jobs_submitted_from_another_process(shared_runtime: Any) -
     rt = shared_runtime
     job_id = rt.submit("Flush", FLUSH)
     wait_for(lambda: rt.started(job_id), f"{job_id} to start")
-    running = json_lines(rt.run_cli("jobs", "list", "--json", "--status", "Running").stdout)
-    assert job_id in [r["job_id"] for r in running]
+    listed = rt.run_cli("jobs", "list", "--json", "--status", "Running")
+    assert job_id in [r["job_id"] for r in json_lines(listed.stdout)]
+    assert listed.stderr == ""
     rt.release(job_id)
     assert rt.wait_status(job_id, JobStatus.COMPLETED) is JobStatus.COMPLETED
     job = rt.job(job_id)
@@ -52,6 +53,11 @@ def test_cancel_a_running_job_from_another_process(shared_runtime: Any) -> None:
     assert result.returncode == 0, result.stderr
     assert job_id in result.stdout
     assert rt.wait_status(job_id, JobStatus.CANCELLED) is JobStatus.CANCELLED
+    # `run` turns the library's logs on (it is quiet on import) and logs to stderr from INFO.
+    wait_for(lambda: f"[{job_id}] Cancelled by user" in "".join(rt.stderr),
+             f"the runtime to log that {job_id} was cancelled")
+    assert f"[{job_id}] cancel accepted; stopping at its next safe point" in "".join(rt.stderr)
+    assert f"[{job_id}] Running (attempt 1)" not in "".join(rt.stderr), "DEBUG is not shown"
 
 
 def test_cancel_refused_for_a_non_cancellable_running_job(shared_runtime: Any) -> None:

@@ -45,6 +45,11 @@ def test_demo_runs_every_job_type_and_leaves_a_store_to_inspect(tmp_path: Path) 
     for row in rows:
         assert row["job_id"] in out, "the final table lists every job"
     assert sum(r["retry_count"] for r in rows) == 1
+    log = (data / "demo.log").read_text()
+    for row in rows:
+        assert f"[{row['job_id']}] Running (attempt 1)" in log, "the demo logs in DEBUG"
+    assert re.search(r"\[[A-Z]{2}-\w{26}\] attempt failed: OSError: injected transient fault",
+                     log)
 
     again = cli("demo", "--data", str(data), "--view", "plain", timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -225,6 +225,7 @@ async def main(store: Path, journal_path: str, runs_path: str, seed: int, mode: 
 if __name__ == "__main__":
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    logger.enable("kalam_actors")
     sys.setswitchinterval(0.0005)
     store_arg, journal_arg, runs_arg, seed_arg = sys.argv[1:5]
     trio.run(main, Path(store_arg), journal_arg, runs_arg, int(seed_arg),

@@ -801,6 +801,7 @@ async def test_events_are_logged_through_loguru(fleet: Fleet) -> None:
     from loguru import logger
 
     lines: list[str] = []
+    logger.enable("supervisors")  # quiet until the application turns it on
     sink = logger.add(
         lambda message: lines.append(str(message).strip()),
         level="DEBUG",
@@ -813,6 +814,7 @@ async def test_events_are_logged_through_loguru(fleet: Fleet) -> None:
             await trio.testing.wait_all_tasks_blocked()
     finally:
         logger.remove(sink)
+        logger.disable("supervisors")
 
     assert lines == [
         "DEBUG supervisor 'logged': child 'a' started (None)",
