@@ -474,3 +474,58 @@ async def test_schedules_fire_once_per_slot_and_not_again_after_restart(
         assert restart_slot <= last_slot
         await trio.sleep(0.5)
         assert [j.params["slot"] for j in await manager.list_jobs()] == slots
+
+
+def test_a_second_runtime_is_refused_even_after_the_lock_file_is_deleted(path: Path) -> None:
+    # Given a runtime serving the store, and an operator who deletes its pid file
+    with start_job_manager(path, executors=[ScriptedExecutor()]):
+        (path / "runtime.lock").unlink()
+        # When a second runtime starts on the same store (another process: flock is per
+        # open file, so the same process could not show it)
+        code = (
+            "import sys, trio\n"
+            "from kalam_actors import open_job_manager, StoreLocked, JobExecutor, JobType\n"
+            "class E(JobExecutor):\n"
+            "    job_type = JobType.FLUSH\n"
+            "async def main():\n"
+            "    try:\n"
+            f"        async with open_job_manager({str(path)!r}, executors=[E()]):\n"
+            "            pass\n"
+            "    except StoreLocked as exc:\n"
+            "        print('locked', exc.pid); sys.exit(5)\n"
+            "trio.run(main)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=60)
+    # Then it is refused: the lock is on the store folder, not on the deleted file
+    assert result.returncode == 5, result.stderr
+    assert result.stdout.split() == ["locked", "None"]
+
+
+@pytest.mark.parametrize("via", ["runtime", "JobStore"])
+async def test_a_non_cancellable_job_that_has_started_an_attempt_cannot_be_cancelled(
+    path: Path, vclock: object, via: str
+) -> None:
+    # Given a Cleanup job (the seed: it cannot be cancelled) that retried after a partial
+    # attempt and now waits, Retrying, for its next attempt
+    ex = ScriptedExecutor(JobType.CLEANUP, [JobDecision.retry("partial", backoff_ms=60_000)],
+                          cancellable=False)
+    async with open_job_manager(path, executors=[ex]) as manager:
+        job_id = await manager.create_job(JobType.CLEANUP, {})
+        await wait_status(manager, job_id, JobStatus.RETRYING)
+        # When it is cancelled
+        with pytest.raises(CancelNotAllowed, match="once an attempt has started"):
+            if via == "runtime":
+                await manager.cancel_job(job_id)
+            else:
+                with JobStore(path) as store:
+                    store.cancel_job(job_id)
+        # Then it is still Retrying
+        job = await manager.get_job(job_id)
+        assert job is not None and job.status is JobStatus.RETRYING and job.retry_count == 1
+
+
+def test_a_non_cancellable_job_that_never_started_can_be_cancelled(path: Path) -> None:
+    with JobStore(path) as store:  # no runtime: the job stays New
+        job_id = store.create_job(JobType.CLEANUP, {})
+        assert store.cancel_job(job_id).status is JobStatus.CANCELLED
