@@ -24,6 +24,7 @@ from . import verbs
 from ._lmdb import StoreTxn, _acquire_env, _release_env
 from .door import prepare_job
 from .records import CODE, STATUS_OF, TYPE_OF_PREFIX, decode_record, now_us, record_to_job
+from .values import check_idempotency_key
 
 __all__ = ["NOT_CANCELLABLE", "JobStore"]
 
@@ -203,6 +204,8 @@ class JobStore:
         limit = f.limit
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidParams(f"limit must be a whole number >= 0, not {limit!r}", field="limit")
+        if not _can_match(f):
+            return
         prefixes = self._prefixes(f)
         statuses = f.statuses()
         records = self._iter_filtered(f, prefixes, statuses)
@@ -426,6 +429,21 @@ class JobStore:
 
 # The seed's rule, for a store that has no executor of the type to ask.
 NOT_CANCELLABLE: Final = frozenset({JobType.CLEANUP, JobType.USER_CLEANUP})
+
+
+def _can_match(f: JobFilter) -> bool:
+    """False for a filter no stored job can match: ids are ASCII, and a key the door would
+    refuse is held by no job (and cannot be an index key)."""
+    prefix = f.job_id_prefix
+    if prefix is not None and not prefix.isascii():
+        return False
+    key = f.idempotency_key
+    if key is not None:
+        try:
+            check_idempotency_key(key)
+        except InvalidParams:
+            return False
+    return True
 
 
 def _suffix(job_id: bytes) -> bytes:

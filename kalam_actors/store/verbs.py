@@ -360,7 +360,8 @@ def accept_cancel(txn: StoreTxn, job_id: str) -> None:
 def refuse_cancel(txn: StoreTxn, job_id: str, reason: str) -> None:
     """The executor refused: the request is answered with ``reason``."""
     rec = txn.get(job_id)
-    if rec is not None:
+    # A refusal that arrives after the attempt ended answers nothing: the record is final.
+    if rec is not None and rec["s"] not in _TERMINAL_CODES:
         rec["cr"] = False
         rec["cx"] = reason
         txn.put(rec)
@@ -480,7 +481,12 @@ def _prune_batch(
         for job_id in found:
             touched += 1
             after = job_id
-            rec = stxn.get(job_id)
+            try:
+                rec = stxn.get(job_id)
+            except CorruptRecord as exc:
+                # Kept for whoever looks into it; it must not stop pruning for good.
+                logger.error(f"[{job_id}] {exc}; not pruned, the record is kept")
+                continue
             if rec is None:
                 continue
             if rec["c"] >= before_us:
