@@ -5,8 +5,7 @@ through it."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import UnknownJobType
 from ..executor import JobExecutor
@@ -22,9 +21,11 @@ from .values import (
 __all__ = ["NewJob", "prepare_checked", "prepare_job", "validates_params"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class NewJob:
+class NewJob(NamedTuple):
     """A job checked at the door and ready to be written: every field is storable.
+
+    A named tuple, not a dataclass: bulk submission makes one per job, and a tuple is built
+    in a third of the time.
 
     Attributes:
         job_type: its type.

@@ -104,12 +104,19 @@ def params_text(params: Any) -> str:
         )
     if not isinstance(value, dict):
         raise InvalidParams(f"parameters must be a JSON object, not a JSON {type(value).__name__}")
-    # The walk comes before orjson sees the value: orjson follows tuples and other types far
-    # deeper than any limit of ours, and a deep enough tuple corrupts its heap.
-    _check_tree(value)
+    # Flat parameters of text, whole numbers, booleans and nulls (most jobs') cannot nest and
+    # hold nothing orjson would change: orjson's own refusals (a lone surrogate, a number
+    # beyond 64 bits) are then named by the walk. Anything else is walked before orjson sees
+    # it: orjson follows tuples far deeper than any limit of ours, and a deep enough tuple
+    # corrupts its heap.
+    flat = all(type(v) in _FLAT for v in value.values())
+    if not flat:
+        _check_tree(value)
     try:
         raw = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
+        if flat:
+            _check_tree(value)  # raises, naming the value
         raise InvalidParams(f"parameters cannot be stored as JSON: {exc}") from exc
     if len(raw) > MAX_PARAMS_BYTES:
         raise InvalidParams(f"parameters are {len(raw)} bytes as JSON; the limit is 1 MiB")
@@ -117,6 +124,7 @@ def params_text(params: Any) -> str:
 
 
 _SCALARS: Final = (bool, type(None))
+_FLAT: Final = frozenset({str, int, bool, type(None)})
 
 
 def _check_tree(root: dict[str, Any]) -> None:
