@@ -42,7 +42,7 @@ def stages(batch: int = 100, rounds: int = 20) -> dict[str, Any]:
     from kalam_actors import JobStatus, JobStore, JobType
     from kalam_actors.context import CancelFlag, JobContext
     from kalam_actors.ids import JobId
-    from kalam_actors.store import new_record, now_us, record_to_job
+    from kalam_actors.store import new_record, now_us, prepare_job, record_to_job
 
     out: dict[str, float] = {}
     n = batch * rounds
@@ -50,7 +50,7 @@ def stages(batch: int = 100, rounds: int = 20) -> dict[str, Any]:
         ex = noop_executor()
         store = JobStore(path, executors=[ex])
         out["prepare (validate params)"] = _per_item(
-            lambda k: [store.prepare(JobType.FLUSH, {}, validator=ex, require_validator=True)
+            lambda k: [prepare_job(JobType.FLUSH, {}, executor=ex, require_executor=True)
                        for _ in range(k)], n)
         out["JobId.new"] = _per_item(lambda k: [JobId.new(JobType.FLUSH) for _ in range(k)], n)
         ids: list[str] = []
@@ -147,8 +147,8 @@ def stages(batch: int = 100, rounds: int = 20) -> dict[str, Any]:
 
         out["complete: read + move Running→Completed"] = _per_item(complete, n, repeats=3)
         out[f"commit + fsync, per job (batch of {batch})"] = _per_item(
-            lambda k: [store.write(lambda t: t.txn.put(b"x", b"y", db=store._shared.meta),
-                                   sync=True) for _ in range(max(1, k // batch))], n)
+            lambda k: [store.write(lambda t: t.put_slot("bench", 1), sync=True)
+                       for _ in range(max(1, k // batch))], n)
 
         async def hop(k: int) -> None:
             for _ in range(max(1, k // batch)):
