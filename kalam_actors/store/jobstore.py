@@ -411,6 +411,27 @@ class JobStore:
             time.sleep(delay)  # polling another process's verdict; there is no event to wait on
             delay = min(delay * 2, 0.1)
 
+    # -- operator actions
+    def retry_job(self, job_id: str) -> JobId:
+        """Run a finished job again: a new job (status New) with the same type, parameters,
+        idempotency key, retries and time limit; returns its id.
+
+        Raises:
+            JobNotFound; InvalidTransition (the job is still active); IdempotentConflict.
+        """
+        job_id = JobId.parse(job_id)
+        now = now_us()
+        return self.write(lambda txn: verbs.resubmit(txn, job_id, now))
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job's record.
+
+        Raises:
+            JobNotFound; InvalidTransition (the job is still active).
+        """
+        job_id = JobId.parse(job_id)
+        self.write(lambda txn: verbs.delete(txn, job_id))
+
     # -- history
     def prune_history(
         self,

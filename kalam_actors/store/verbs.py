@@ -50,12 +50,14 @@ __all__ = [
     "cancel",
     "create_jobs",
     "create_scheduled",
+    "delete",
     "dispatch",
     "finish",
     "prune_history",
     "recover_running",
     "refuse_cancel",
     "request_cancel",
+    "resubmit",
     "set_progress",
     "take_cancel_requests",
 ]
@@ -496,3 +498,34 @@ def _prune_batch(
                 stxn.delete(rec)
                 n += 1
     return n, (index, after)
+
+
+# --------------------------------------------------------------------------- operator actions
+
+
+def resubmit(txn: StoreTxn, job_id: str, now: int, *, status: JobStatus = JobStatus.NEW
+             ) -> JobId:
+    """Run a finished job again, as a new job with the same type, parameters, key, retries
+    and time limit (terminal records never change, so a retry is a new job).
+
+    Raises:
+        JobNotFound; InvalidTransition (the job is still active); IdempotentConflict (an
+        active job holds its key).
+    """
+    rec = txn.require(job_id)
+    status_now = STATUS_OF[rec["s"]]
+    if not status_now.is_terminal:
+        raise InvalidTransition(job_id, status_now, None,
+                                f"job is {status_now.value}; only a finished job can be retried")
+    job = NewJob(JobId(job_id).job_type, rec["p"], rec["k"], rec["mr"], rec.get("to"))
+    return create_jobs(txn, [job], now, status=status)[0]
+
+
+def delete(txn: StoreTxn, job_id: str) -> None:
+    """Delete a finished job's record.
+
+    Raises:
+        JobNotFound; InvalidTransition (the job is still active).
+    """
+    rec = txn.require(job_id)
+    txn.delete(rec)

@@ -1030,3 +1030,33 @@ def test_values_at_the_limits_are_stored_as_given(store: JobStore) -> None:
         assert job.params == params and job.idempotency_key == key
         assert (job.max_retries, job.timeout_s) == (1000, 365 * 86_400.0)
         assert holder(store, key) == job_id
+
+
+# --------------------------------------------------------------------------- operator actions
+
+
+def test_retry_makes_a_new_job_from_a_finished_one(store: JobStore) -> None:
+    (job_id,) = create(store, new_job(FL, key="users"))
+    with pytest.raises(InvalidTransition, match="only a finished job"):
+        store.retry_job(job_id)
+    cancel(store, job_id)
+    again = store.retry_job(job_id)
+    old, new = store.get_job(job_id), store.get_job(again)
+    assert old is not None and new is not None and again != job_id
+    assert old.status is CANCELLED and new.status is NEW
+    assert (new.parameters, new.idempotency_key, new.max_retries) == (
+        old.parameters, old.idempotency_key, old.max_retries)
+    with pytest.raises(IdempotentConflict):  # the new job holds the key now
+        store.retry_job(job_id)
+
+
+def test_delete_removes_only_finished_jobs(store: JobStore) -> None:
+    done, active = create(store, new_job(FL), new_job(CO))
+    cancel(store, done)
+    with pytest.raises(InvalidTransition):
+        store.delete_job(active)
+    store.delete_job(done)
+    assert store.get_job(done) is None and store.get_job(active) is not None
+    with pytest.raises(JobNotFound):
+        store.delete_job(done)
+    assert_counts_in_step(store)
