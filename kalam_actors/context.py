@@ -107,15 +107,19 @@ class JobContext:
         return self._cancel.is_set()
 
     def log_debug(self, msg: str) -> None:
+        """Log ``msg`` at DEBUG as a line about this job: ``[<job_id>] msg``."""
         self._logger().debug(f"[{self.job_id}] {msg}")
 
     def log_info(self, msg: str) -> None:
+        """Log ``msg`` at INFO as a line about this job: ``[<job_id>] msg``."""
         self._logger().info(f"[{self.job_id}] {msg}")
 
     def log_warn(self, msg: str) -> None:
+        """Log ``msg`` at WARNING as a line about this job: ``[<job_id>] msg``."""
         self._logger().warning(f"[{self.job_id}] {msg}")
 
     def log_error(self, msg: str) -> None:
+        """Log ``msg`` at ERROR as a line about this job: ``[<job_id>] msg``."""
         self._logger().error(f"[{self.job_id}] {msg}")
 
     def report_progress(self, done: int, total: int | None = None, note: str | None = None) -> None:

@@ -68,7 +68,7 @@ from .model import (
 from .schedules import Schedule, ScheduledJob
 from .store import JobStore, NewJob, StoreTxn, prepare_checked, prepare_job, validates_params, verbs
 
-__all__ = ["JobManager", "ManagerStatistics", "open_job_manager"]
+__all__ = ["JobManager", "ManagerStatistics", "default_executors", "open_job_manager"]
 
 MAX_BATCH: Final = 4096
 RECOVERY_BATCH: Final = 10_000
@@ -1150,7 +1150,8 @@ async def open_job_manager(
 
     Args:
         path: the store's folder (created if missing).
-        executors: the executors to run; by default the eight built-in executors.
+        executors: the executors to run; by default :func:`default_executors` (the eight
+            built-in executors and JobCleanup).
         storage: handed to every job as ``ctx.storage`` (the storage engine).
         max_concurrent: the most attempts running at once.
         retry_policy: backoff for retries an executor does not time itself.
@@ -1170,19 +1171,19 @@ async def open_job_manager(
 
     Raises:
         StoreLocked: another runtime owns the store.
+        RuntimeError: entered outside trio (asyncio has ``kalam_actors.aio``).
         RuntimeFailed: the runtime had to stop (actors crashing past the intensity, the store
             refusing writes); the cause is chained.
     """
     if not isinstance(max_concurrent, int) or max_concurrent < 1:
         raise InvalidParams(f"max_concurrent must be a whole number >= 1, not {max_concurrent!r}")
+    _require_trio("open_job_manager")
+    root = Path(path).resolve()
     if executors is None:
-        from .executors import builtin_executors
-
-        executors = builtin_executors(storage)
+        executors = default_executors(root, storage)
     executors = list(executors)
     if not executors:
         raise UnknownJobType("no executors to run")
-    root = Path(path).resolve()
     lock = RuntimeLock(root)
     sink_id = None
     try:
@@ -1223,6 +1224,25 @@ async def open_job_manager(
         if sink_id is not None:
             logger.remove(sink_id)
         lock.release()
+
+
+def default_executors(path: str | os.PathLike[str], storage: Any = None) -> list[JobExecutor]:
+    """The executors a runtime runs when given none: the eight built-in executors working on
+    ``storage``, and JobCleanup pruning the job store at ``path``."""
+    from .executors import builtin_executors
+    from .executors.job_cleanup import JobCleanupExecutor
+
+    return [*builtin_executors(storage), JobCleanupExecutor(Path(path).resolve())]
+
+
+def _require_trio(what: str) -> None:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            f"{what} runs inside trio (trio.run). From asyncio use "
+            "kalam_actors.aio.open_job_manager; from other code, start_job_manager"
+        ) from None
 
 
 @contextlib.asynccontextmanager

@@ -151,6 +151,7 @@ class Progress:
         return max(0.0, min(1.0, self.done / self.total))
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict: ``{"done": …, "total": …, "note": …}``."""
         return {"done": self.done, "total": self.total, "note": self.note}
 
 

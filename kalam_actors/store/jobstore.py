@@ -85,6 +85,7 @@ class JobStore:
 
     @property
     def env(self) -> lmdb.Environment:
+        """The LMDB environment (shared by every JobStore on this path in this process)."""
         return self._shared.env
 
     # -- transactions
@@ -160,6 +161,12 @@ class JobStore:
 
     # -- reads
     def get_record(self, job_id: str) -> dict[str, Any] | None:
+        """The job's stored record (for the store package), or None.
+
+        Raises:
+            InvalidJobId: for a malformed id.
+            CorruptRecord: if its record cannot be read.
+        """
         job_id = JobId.parse(job_id)
         # No context manager and no retry wrapper on the way in: this is the hot read
         # (get_job, watch_job), a few µs in all. A resized map takes the general path.
@@ -201,6 +208,11 @@ class JobStore:
             yield JobRow.from_job(record_to_job(rec))
 
     def iter_records(self, f: JobFilter) -> Iterator[dict[str, Any]]:
+        """The stored records matching ``f``, read by index in one snapshot.
+
+        Raises:
+            InvalidParams: for a bad ``limit``.
+        """
         limit = f.limit
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidParams(f"limit must be a whole number >= 0, not {limit!r}", field="limit")
@@ -320,12 +332,14 @@ class JobStore:
         return None if raw is None else int(raw)
 
     def has_status(self, status: JobStatus) -> bool:
+        """Whether any job has ``status`` (one index peek)."""
         with self._read() as txn:
             cur = txn.cursor(db=self._shared.status)
             code = CODE[status].encode()
             return bool(cur.set_range(code)) and bytes(cur.key()).startswith(code)
 
     def has_cancel_requests(self) -> bool:
+        """Whether another process has asked to cancel a running job (one index peek)."""
         with self._read() as txn:
             return bool(txn.cursor(db=self._shared.cancels).first())
 
