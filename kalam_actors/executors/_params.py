@@ -27,6 +27,7 @@ __all__ = [
     "flag",
     "guard",
     "human_bytes",
+    "known_table_type",
     "location",
     "name",
     "number",
@@ -106,6 +107,28 @@ def table_target(params: Mapping[str, Any], only: TableType | None = None
     """``namespace_id``, ``table_name`` and ``table_type`` of a job on one table."""
     return (name(params, "namespace_id"), name(params, "table_name"),
             table_type(params, only=only))
+
+
+def known_table_type(engine: object, ns: str, table: str, kind: TableType,
+                     field: str = "table_type") -> None:
+    """Refuse a job whose table type contradicts a table ``engine`` holds now.
+
+    Only an engine that can answer is asked: None, or a stand-in that only knows its backup
+    roots (the CLI's), is not an engine, and an engine that fails to answer (closed, say) is
+    no reason to refuse; the job checks the table again when it runs.
+
+    Raises:
+        InvalidParams: naming ``field`` and both types.
+    """
+    if not isinstance(engine, StorageEngine):
+        return
+    try:
+        info = engine.table_info(ns, table)
+    except Exception:  # an engine that cannot answer: the run-time check still applies
+        return
+    if isinstance(info, TableInfo) and info.table_type is not kind:
+        raise InvalidParams(f"parameter {field!r} is {kind.value}, but table {ns}:{table} is a "
+                            f"{info.table_type.value} table", field=field)
 
 
 def table_id(params: Mapping[str, Any], field: str = "table_id") -> tuple[str, str]:

@@ -21,6 +21,7 @@ import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from time import monotonic
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
@@ -31,12 +32,13 @@ from ..ids import JobType
 from ..model import JobDecision
 from ..storage.interface import Snapshot, StorageEngine
 from . import _params as p
-from ._base import EngineExecutor
+from ._base import EngineExecutor, Target
 
 if TYPE_CHECKING:
     from ..context import JobContext
 
-__all__ = ["ARCHIVE_FORMAT", "MEMBER_RE", "BackupExecutor", "sha256_file"]
+__all__ = ["ARCHIVE_FORMAT", "ARCHIVE_VERSION", "MANIFEST_NAME", "MEMBER_RE", "BackupExecutor",
+           "sha256_file"]
 
 ARCHIVE_FORMAT: Final = "kalam-actors-backup"
 ARCHIVE_VERSION: Final = 1
@@ -65,7 +67,9 @@ class BackupExecutor(EngineExecutor):
     taken from the first root), ``compression`` (``zstd``, the default, or ``none``).
 
     Cancellable between files; a partial archive is removed. A re-run after a crash is safe
-    (it writes a new archive and removes the crashed attempt's ``.partial`` file).
+    (it writes a new archive and removes the crashed attempt's ``.partial`` file). The success
+    message gives the archive's size, its compression ratio (bytes archived / archive size)
+    and how long the backup took, as the seed's metrics do.
     """
 
     job_type: ClassVar[JobType] = JobType.BACKUP
@@ -73,20 +77,21 @@ class BackupExecutor(EngineExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def validate_params(self, params: dict[str, Any]) -> None:
+    def _check_params(self, params: dict[str, Any]) -> Target:
         p.check_fields(params, ("namespace_id", "table_name", "table_type", "backup_location"),
                        ("compression",))
-        p.table_target(params)
+        target = p.table_target(params)
         location = p.location(params, "backup_location")
         p.choice(params, "compression", COMPRESSIONS, default="zstd")
         # Any storage object may be handed over; only an engine with roots can be checked here.
         roots = getattr(self._engine, "backup_roots", None)
         if roots is not None:
             p.resolve_location(location, tuple(roots), "backup_location")
+        return target
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
-        self.validate_params(ctx.params)
-        ns, table, kind = p.table_target(ctx.params)
+        started = monotonic()
+        ns, table, kind = self._check_params(ctx.params)
         compression = p.choice(ctx.params, "compression", COMPRESSIONS, default="zstd")
         root = p.resolve_location(p.location(ctx.params, "backup_location"),
                                   engine.backup_roots, "backup_location")
@@ -116,9 +121,14 @@ class BackupExecutor(EngineExecutor):
                 return p.cancelled_decision(ctx, "backup stopped; partial archive removed")
         size = archive.stat().st_size
         ctx.report_progress(total, total, "archive written")
+        # The ratio compares what went into the tar (manifest and data files) with the archive.
+        archived = len(_manifest_body(manifest)) + sum(f["bytes"] for f in files)
         message = (f"backed up {ns}:{table}: {snapshot.visible_rows} rows "
                    f"({snapshot.hot_rows} hot, {snapshot.cold_rows} cold versions) in "
-                   f"{len(files)} files, {p.human_bytes(size)} archive at {archive}")
+                   f"{len(files)} files, {p.human_bytes(size)} archive at {archive}; "
+                   f"compression ratio {archived / max(size, 1):.2f} "
+                   f"({p.human_bytes(archived)} archived), took "
+                   f"{monotonic() - started:.2f}s")
         ctx.log_info(message)
         return JobDecision.completed(message)
 
@@ -179,7 +189,7 @@ class BackupExecutor(EngineExecutor):
                    manifest: dict[str, Any]) -> None:
         mtime = int(datetime.now(UTC).timestamp())
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            body = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+            body = _manifest_body(manifest)
             info = tarfile.TarInfo(MANIFEST_NAME)
             info.size, info.mode, info.mtime = len(body), 0o644, mtime
             tar.addfile(info, io.BytesIO(body))
@@ -191,6 +201,11 @@ class BackupExecutor(EngineExecutor):
                 info.size, info.mode, info.mtime = entry["bytes"], 0o644, mtime
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
+
+
+def _manifest_body(manifest: dict[str, Any]) -> bytes:
+    """The manifest as written into the archive."""
+    return orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
 
 
 def _remove_dead_partials(ctx: JobContext, folder: Path) -> None:

@@ -8,7 +8,7 @@ from ..ids import JobType
 from ..model import JobDecision
 from ..storage.interface import CleanupResult, StorageEngine
 from . import _params as p
-from ._base import EngineExecutor
+from ._base import EngineExecutor, Target
 
 if TYPE_CHECKING:
     from ..context import JobContext
@@ -34,16 +34,15 @@ class CleanupExecutor(EngineExecutor):
     cancellable: ClassVar[bool] = False
     rerun_on_recovery: ClassVar[bool] = True
 
-    def validate_params(self, params: dict[str, Any]) -> None:
+    def _check_params(self, params: dict[str, Any]) -> Target:
         p.check_fields(params, ("table_id", "table_type", "operation"))
-        p.table_id(params)
-        p.table_type(params)
+        ns, table = p.table_id(params)
+        kind = p.table_type(params)
         p.choice(params, "operation", OPERATIONS, default="")
+        return ns, table, kind
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
-        self.validate_params(ctx.params)
-        ns, table = p.table_id(ctx.params)
-        kind = p.table_type(ctx.params)
+        ns, table, kind = self._check_params(ctx.params)
         operation = ctx.params["operation"]
         info = engine.table_info(ns, table)
         if info is not None and info.table_type is not kind:

@@ -10,7 +10,7 @@ from ..model import JobDecision
 from ..storage.errors import OperationCancelled, SegmentsChanged
 from ..storage.interface import SegmentInfo, StorageEngine
 from . import _params as p
-from ._base import EngineExecutor
+from ._base import EngineExecutor, Target
 
 if TYPE_CHECKING:
     from ..context import JobContext
@@ -57,15 +57,14 @@ class CompactExecutor(EngineExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def validate_params(self, params: dict[str, Any]) -> None:
+    def _check_params(self, params: dict[str, Any]) -> Target:
         p.check_fields(params, ("namespace_id", "table_name", "table_type"),
                        ("target_file_size_mb",))
-        p.table_target(params)
         p.number(params, "target_file_size_mb", default=DEFAULT_TARGET_MB)
+        return p.table_target(params)
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
-        self.validate_params(ctx.params)
-        ns, table, kind = p.table_target(ctx.params)
+        ns, table, kind = self._check_params(ctx.params)
         target_mb = p.number(ctx.params, "target_file_size_mb", default=DEFAULT_TARGET_MB)
         found = p.table_or_decision(ctx, engine, ns, table, kind)
         if isinstance(found, JobDecision):

@@ -9,7 +9,7 @@ from ..model import JobDecision
 from ..storage.errors import OperationCancelled
 from ..storage.interface import StorageEngine
 from . import _params as p
-from ._base import EngineExecutor
+from ._base import EngineExecutor, Target
 
 if TYPE_CHECKING:
     from ..context import JobContext
@@ -32,13 +32,12 @@ class FlushExecutor(EngineExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def validate_params(self, params: dict[str, Any]) -> None:
+    def _check_params(self, params: dict[str, Any]) -> Target:
         p.check_fields(params, ("namespace_id", "table_name", "table_type"))
-        p.table_target(params)
+        return p.table_target(params)
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
-        self.validate_params(ctx.params)
-        ns, table, kind = p.table_target(ctx.params)
+        ns, table, kind = self._check_params(ctx.params)
         found = p.table_or_decision(ctx, engine, ns, table, kind)
         if isinstance(found, JobDecision):
             return found

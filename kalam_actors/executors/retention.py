@@ -8,7 +8,7 @@ from ..ids import JobType
 from ..model import JobDecision
 from ..storage.interface import Key, StorageEngine, Version
 from . import _params as p
-from ._base import EngineExecutor
+from ._base import EngineExecutor, Target
 
 if TYPE_CHECKING:
     from ..context import JobContext
@@ -45,14 +45,14 @@ class RetentionExecutor(EngineExecutor):
     cancellable: ClassVar[bool] = True
     rerun_on_recovery: ClassVar[bool] = True
 
-    def validate_params(self, params: dict[str, Any]) -> None:
+    def _check_params(self, params: dict[str, Any]) -> Target:
         p.check_fields(params, ("namespace_id", "table_name", "table_type", "retention_hours"))
-        p.table_target(params)
+        target = p.table_target(params)
         p.number(params, "retention_hours")
+        return target
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
-        self.validate_params(ctx.params)
-        ns, table, kind = p.table_target(ctx.params)
+        ns, table, kind = self._check_params(ctx.params)
         hours = p.number(ctx.params, "retention_hours")
         found = p.table_or_decision(ctx, engine, ns, table, kind)
         if isinstance(found, JobDecision):

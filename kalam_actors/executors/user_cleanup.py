@@ -31,14 +31,14 @@ class UserCleanupExecutor(EngineExecutor):
     cancellable: ClassVar[bool] = False
     rerun_on_recovery: ClassVar[bool] = True
 
-    def validate_params(self, params: dict[str, Any]) -> None:
+    def _check_params(self, params: dict[str, Any]) -> None:
         p.check_fields(params, ("user_id", "username"), ("cascade",))
         p.name(params, "user_id")
         p.text(params, "username")
         p.flag(params, "cascade")
 
     def _run(self, ctx: JobContext, engine: StorageEngine) -> JobDecision:
-        self.validate_params(ctx.params)
+        self._check_params(ctx.params)
         user_id = p.name(ctx.params, "user_id")
         username = p.text(ctx.params, "username")
         cascade = p.flag(ctx.params, "cascade")

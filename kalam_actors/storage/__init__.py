@@ -7,6 +7,7 @@ from .engine import Engine as Engine
 from .engine import FaultHooks as FaultHooks
 from .errors import CorruptSegment as CorruptSegment
 from .errors import InvalidName as InvalidName
+from .errors import LimitExceeded as LimitExceeded
 from .errors import OperationCancelled as OperationCancelled
 from .errors import RowNotFound as RowNotFound
 from .errors import SimulatedCrash as SimulatedCrash
@@ -24,6 +25,7 @@ from .interface import ImportFile as ImportFile
 from .interface import ImportResult as ImportResult
 from .interface import MergeResult as MergeResult
 from .interface import PurgeResult as PurgeResult
+from .interface import RestoreLimits as RestoreLimits
 from .interface import SegmentInfo as SegmentInfo
 from .interface import Snapshot as Snapshot
 from .interface import SnapshotFile as SnapshotFile
@@ -35,6 +37,7 @@ from .interface import UserInfo as UserInfo
 from .interface import UserPurgeResult as UserPurgeResult
 from .interface import Version as Version
 from .names import NAME_RE as NAME_RE
+from .tables import check_table_spec as check_table_spec
 
 __all__ = [
     "NAME_RE",
@@ -47,9 +50,11 @@ __all__ = [
     "ImportFile",
     "ImportResult",
     "InvalidName",
+    "LimitExceeded",
     "MergeResult",
     "OperationCancelled",
     "PurgeResult",
+    "RestoreLimits",
     "RowNotFound",
     "SegmentInfo",
     "SimulatedCrash",
@@ -69,4 +74,5 @@ __all__ = [
     "UserStillOwnsData",
     "Version",
     "WrongTableType",
+    "check_table_spec",
 ]

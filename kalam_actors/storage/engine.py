@@ -6,12 +6,16 @@ Layout of the folder an :class:`Engine` owns::
     segments/<ns>/<table>/[<user>/]<segment_id>.parquet
     tmp/                              scratch folders (backups, restores), removed after use
     backups/                          the default allowed backup root
+    engine.lock                       flock: shared by every process with the engine open
 
 LMDB databases (keys are UTF-8, parts separated by NUL, which no valid name contains):
 
     tables    ns␀table                  -> table metadata (JSON)
     hot       ns␀table␀user␀pk_json     -> header (seq, deleted, ts) + row JSON
     manifest  ns␀table␀segment_id       -> segment entry (JSON)
+    created   ns␀table␀user␀pk_json     -> when the key's current row was created (µs); kept
+                                         apart from the versions, which updates, flushes
+                                         and compactions replace
     users     user_id                   -> user record (JSON)
     acls      user_id␀ns␀table          -> ACL entry (JSON)
     tokens    user_id␀token_id          -> token record (JSON)
@@ -26,6 +30,8 @@ lock; ordinary reads and writes never wait for them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
 import os
 import secrets
 import shutil
@@ -47,6 +53,7 @@ from .._txngate import TxnGate
 from .errors import (
     CorruptSegment,
     InvalidName,
+    LimitExceeded,
     OperationCancelled,
     RowNotFound,
     SegmentsChanged,
@@ -67,6 +74,7 @@ from .interface import (
     Key,
     MergeResult,
     PurgeResult,
+    RestoreLimits,
     SegmentInfo,
     Snapshot,
     SnapshotFile,
@@ -83,22 +91,27 @@ from .segments import (
     build_segment,
     check_segment_file,
     fsync_dir,
+    iter_segment,
     latest_per_key,
     read_segment,
     schema_pairs,
     write_segment,
 )
+from .tables import check_table_spec
 
 __all__ = ["Engine", "FaultHooks"]
 
 T = TypeVar("T")
 
-_DBS: Final = ("tables", "hot", "manifest", "users", "acls", "tokens", "meta")
+_DBS: Final = ("tables", "hot", "manifest", "users", "acls", "tokens", "meta", "created")
 _SEQ_KEY: Final = b"seq"
 _HEADER: Final = struct.Struct(">qBq")  # seq, deleted, ts: the hot value's fixed prefix
 _MAX_PK_BYTES: Final = 256
 _READ_RETRIES: Final = 8
 _DEFAULT_MAP_SIZE: Final = 1 << 30
+# Rows an import decodes at once while checking a file: memory stays bounded by this, not by
+# the file's row count.
+_CHECK_BATCH_ROWS: Final = 65_536
 
 
 class FaultHooks:
@@ -109,11 +122,13 @@ class FaultHooks:
 
     Points:
         ``after_snapshot``: flush has read the hot rows it will move, nothing written yet.
+        ``after_file_move``: an import moved one more file into the segment folder (fired
+            after each); the manifest is not committed.
         ``after_segment_write``: new segment files are durable, the manifest is not committed.
         ``after_commit``: the manifest is committed, replaced files are not yet deleted.
     """
 
-    POINTS: Final = ("after_snapshot", "after_segment_write", "after_commit")
+    POINTS: Final = ("after_snapshot", "after_file_move", "after_segment_write", "after_commit")
 
     def __init__(self) -> None:
         self._hooks: dict[str, Callable[[], None]] = {}
@@ -153,6 +168,40 @@ class _Shared:
         self.gate = TxnGate()
         self._locks: dict[bytes, threading.RLock] = {}
         self._locks_guard = threading.Lock()
+        self._lock_fd: int | None = None
+
+    def claim(self) -> None:
+        """Take the engine folder's shared lock, first tidying what crashed processes left
+        when no other process holds it: then no one can be between a segment write and its
+        manifest commit, so a file no manifest names is garbage, never work in progress."""
+        self._lock_fd = os.open(self.root / "engine.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.debug(f"storage engine {self.root}: in use by another process; "
+                         f"unreferenced segment files are left to it")
+        else:
+            self._remove_unreferenced_segments()
+        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        self.env.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # drops the flock
+            self._lock_fd = None
+
+    def _remove_unreferenced_segments(self) -> None:
+        """Delete segment files (and ``.tmp-`` files) that no table's manifest names: left by
+        a crash between writing or moving them and the commit that adopts them, or between
+        a commit and the deletion of the files it replaced."""
+        segments = self.root / "segments"
+        with self.env.begin(buffers=False) as txn:
+            keep = {segments / orjson.loads(v)["relpath"]
+                    for _, v in _iter_prefix(txn, self.dbs["manifest"], b"")}
+        files, size = _remove_files(segments, keep=keep, remove_root=False)
+        if files:
+            logger.info(f"storage engine {self.root}: removed {files} segment files "
+                        f"({size} bytes) that no table references")
 
     def table_lock(self, key: bytes) -> threading.RLock:
         with self._locks_guard:
@@ -174,6 +223,16 @@ _REGISTRY: dict[Path, _Shared] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
+def _open_shared(root: Path, map_size: int, durable: bool) -> _Shared:
+    shared = _Shared(root, map_size, durable)
+    try:
+        shared.claim()
+    except BaseException:
+        shared.release()
+        raise
+    return shared
+
+
 # --- key and value encoding ---
 
 def _table_key(ns: str, table: str) -> bytes:
@@ -182,6 +241,13 @@ def _table_key(ns: str, table: str) -> bytes:
 
 def _table_prefix(ns: str, table: str) -> bytes:
     return f"{ns}\x00{table}\x00".encode()
+
+
+def _delete_prefix(txn: lmdb.Transaction, db: Any, prefix: bytes) -> int:
+    keys = [k for k, _ in _iter_prefix(txn, db, prefix)]
+    for k in keys:
+        txn.delete(k, db=db)
+    return len(keys)
 
 
 def _hot_key(ns: str, table: str, user: str, pk: str) -> bytes:
@@ -285,7 +351,8 @@ class Engine:
     """
 
     def __init__(
-        self, shared: _Shared, *, backup_roots: tuple[Path, ...], clock: Callable[[], float]
+        self, shared: _Shared, *, backup_roots: tuple[Path, ...], clock: Callable[[], float],
+        restore_limits: RestoreLimits,
     ) -> None:
         self._shared = shared
         self._env = shared.env
@@ -294,6 +361,7 @@ class Engine:
         self._segments_root = shared.root / "segments"
         self._backup_roots = backup_roots
         self._clock = clock
+        self._restore_limits = restore_limits
         self._closed = False
         self.faults = FaultHooks()
 
@@ -308,10 +376,13 @@ class Engine:
         clock: Callable[[], float] = time.time,
         map_size: int = _DEFAULT_MAP_SIZE,
         durable: bool = True,
+        restore_limits: RestoreLimits | None = None,
     ) -> Engine:
         """Open (creating if needed) the engine whose data lives in the folder ``path``.
 
-        Opening a path already open in this process shares its LMDB environment.
+        Opening a path already open in this process shares its LMDB environment. The first
+        open in a process removes scratch folders of dead processes and, when no other process
+        has the engine open, segment files that no table references (a crash's leftovers).
 
         Args:
             path: the engine's folder.
@@ -321,13 +392,20 @@ class Engine:
             map_size: initial LMDB map size in bytes (sparse; grown when full).
             durable: fsync every commit and segment file before relying on it. Only tests and
                 throwaway data should turn it off. The first open of a path decides.
+            restore_limits: how much one restore may bring in (default ``RestoreLimits()``:
+                1,000,000 rows per file, 20,000,000 rows and 32 GiB per archive).
         """
         root = Path(path).resolve()
         (root / "segments").mkdir(parents=True, exist_ok=True)
+        limits = restore_limits if restore_limits is not None else RestoreLimits()
+        if not isinstance(limits, RestoreLimits):
+            raise InvalidName(f"restore_limits must be a RestoreLimits, not "
+                              f"{type(limits).__name__}", field="restore_limits")
         with _REGISTRY_LOCK:
             shared = _REGISTRY.get(root)
             if shared is None:
-                shared = _REGISTRY[root] = _Shared(root, map_size, durable)
+                shared = _open_shared(root, map_size, durable)
+                _REGISTRY[root] = shared
                 _remove_dead_scratch(root / "tmp")
             shared.refs += 1
         roots = (
@@ -335,7 +413,7 @@ class Engine:
             if backup_roots is not None
             else (root / "backups",)
         )
-        return cls(shared, backup_roots=roots, clock=clock)
+        return cls(shared, backup_roots=roots, clock=clock, restore_limits=limits)
 
     def close(self) -> None:
         """Release this handle; the environment closes with the last handle on its path."""
@@ -346,7 +424,7 @@ class Engine:
             self._shared.refs -= 1
             if self._shared.refs == 0:
                 _REGISTRY.pop(self._shared.root, None)
-                self._env.close()
+                self._shared.release()
 
     def __enter__(self) -> Engine:
         return self
@@ -361,6 +439,11 @@ class Engine:
     def backup_roots(self) -> tuple[Path, ...]:
         """Resolved folders under which backups may be written and restored from."""
         return self._backup_roots
+
+    @property
+    def restore_limits(self) -> RestoreLimits:
+        """How much one restore (:meth:`import_table`) may bring in."""
+        return self._restore_limits
 
     def now_us(self) -> int:
         """The engine clock in µs."""
@@ -409,26 +492,15 @@ class Engine:
                 policy overrides); the engine does not interpret it.
 
         Raises:
-            InvalidName: a bad name, primary key or ttl.
+            InvalidName: a bad name, table type, primary key, ttl or options (see
+                :func:`~kalam_actors.storage.tables.check_table_spec`).
             TableExists: the table exists.
         """
-        check_name(namespace, "namespace")
-        check_name(table, "table name")
-        check_name(primary_key, "primary key")
-        kind = TableType.parse(table_type)
-        if ttl_seconds is not None and (
-            not isinstance(ttl_seconds, int) or isinstance(ttl_seconds, bool) or ttl_seconds <= 0
-        ):
-            raise InvalidName(f"ttl_seconds must be a whole number > 0, not {ttl_seconds!r}",
-                              field="ttl_seconds")
-        if options is not None:
-            try:
-                options = orjson.loads(orjson.dumps(dict(options)))
-            except (TypeError, ValueError) as exc:
-                raise InvalidName(f"table options must be a JSON object: {exc}",
-                                  field="options") from exc
-        info = TableInfo(namespace, table, kind, primary_key, ttl_seconds, self.now_us(),
-                         options=options)
+        info = dataclasses.replace(
+            check_table_spec(namespace, table, table_type, primary_key=primary_key,
+                             ttl_seconds=ttl_seconds, options=options),
+            created_us=self.now_us())
+        kind = info.table_type
 
         def txn_fn(txn: lmdb.Transaction) -> None:
             if not txn.put(_table_key(namespace, table), _info_to(info), db=self._db["tables"],
@@ -508,10 +580,14 @@ class Engine:
             if _get(txn, _table_key(ns, table), self._db["tables"]) is None:
                 raise TableNotFound(info.table_id)
             seq = self._alloc_seq(txn, len(items))
-            hot = self._db["hot"]
+            hot, created = self._db["hot"], self._db["created"]
             for i, (pk, data) in enumerate(items):
-                txn.put(_hot_key(ns, table, owner, pk), _hot_value(seq + i, deleted, ts, data),
-                        db=hot)
+                key = _hot_key(ns, table, owner, pk)
+                txn.put(key, _hot_value(seq + i, deleted, ts, data), db=hot)
+                if deleted:  # the row ends here; writing the key again creates it anew
+                    txn.delete(key, db=created)
+                else:  # an update or a replacing insert keeps the creation time
+                    txn.put(key, ts.to_bytes(8, "big"), db=created, overwrite=False)
             return seq + len(items) - 1
 
         return self._write(txn_fn)
@@ -909,12 +985,9 @@ class Engine:
         prefix = _table_prefix(namespace, table)
 
         def txn_fn(txn: lmdb.Transaction) -> int:
-            hot = 0
-            for db in ("hot", "manifest"):
-                keys = [k for k, _ in _iter_prefix(txn, self._db[db], prefix)]
-                for k in keys:
-                    txn.delete(k, db=self._db[db])
-                hot += len(keys) if db == "hot" else 0
+            hot = _delete_prefix(txn, self._db["hot"], prefix)
+            for db in ("manifest", "created"):
+                _delete_prefix(txn, self._db[db], prefix)
             if not keep_metadata:
                 txn.delete(_table_key(namespace, table), db=self._db["tables"])
             return hot
@@ -943,27 +1016,36 @@ class Engine:
         return self._read(lambda txn: self._manifest(txn, info.namespace, info.name))
 
     def versions(self, namespace: str, table: str) -> list[Version]:
-        """Every stored version of the table, hot and cold, from one snapshot."""
+        """Every stored version of the table, hot and cold, from one snapshot, each with its
+        row's creation time when the engine recorded one."""
         info = self._require_table(namespace, table)
         ns, name = info.namespace, info.name
 
-        def txn_fn(txn: lmdb.Transaction) -> tuple[list[_HotRow], list[SegmentInfo]]:
-            return self._hot_rows(txn, ns, name), self._manifest(txn, ns, name)
+        def txn_fn(txn: lmdb.Transaction
+                   ) -> tuple[list[_HotRow], list[SegmentInfo], dict[Key, int]]:
+            return (self._hot_rows(txn, ns, name), self._manifest(txn, ns, name),
+                    self._created(txn, ns, name))
 
         for _ in range(_READ_RETRIES):
-            hot, segments = self._read(txn_fn)
+            hot, segments, born = self._read(txn_fn)
             try:
-                out = [Version(r.user, r.pk, r.seq, r.deleted, r.ts, None) for r in hot]
+                out = [Version(r.user, r.pk, r.seq, r.deleted, r.ts, None,
+                               born.get((r.user, r.pk))) for r in hot]
                 for seg in segments:
                     t = read_segment(self._segments_root / seg.relpath,
                                      ["user_id", "pk", "seq", "deleted", "ts"])
                     cols = [t[c].to_pylist() for c in ("user_id", "pk", "seq", "deleted", "ts")]
-                    out.extend(Version(u, p, s, d, ts, seg.segment_id)
+                    out.extend(Version(u, p, s, d, ts, seg.segment_id, born.get((u, p)))
                                for u, p, s, d, ts in zip(*cols, strict=True))
                 return out
             except FileNotFoundError:
                 continue
         raise StorageError(f"{info.table_id}: segments kept changing while listing versions")
+
+    def _created(self, txn: lmdb.Transaction, ns: str, table: str) -> dict[Key, int]:
+        prefix = _table_prefix(ns, table)
+        return {_split_hot_key(k, len(prefix)): int.from_bytes(v, "big")
+                for k, v in _iter_prefix(txn, self._db["created"], prefix)}
 
     def purge(
         self, namespace: str, table: str, victims: Mapping[Key, int], *,
@@ -1000,14 +1082,15 @@ class Engine:
                     if new:
                         new_paths.append(new[1])
                 self.faults.fire("after_segment_write")
-                hot = self._write(lambda txn: self._commit_purge(txn, info, victims, swaps))
+                hot, hot_bytes = self._write(
+                    lambda txn: self._commit_purge(txn, info, victims, swaps))
             except Exception:
                 _unlink_all(new_paths)
                 raise
             self.faults.fire("after_commit")
             freed = self._unlink_segments(old for old, _ in swaps)
         freed -= sum(new.bytes for _, new in swaps if new is not None)
-        return PurgeResult(hot, cold, len(swaps), freed)
+        return PurgeResult(hot, cold, len(swaps), freed, hot_bytes)
 
     def _without(
         self, ns: str, table: str, seg: SegmentInfo, victims: Mapping[Key, int]
@@ -1032,19 +1115,24 @@ class Engine:
     def _commit_purge(
         self, txn: lmdb.Transaction, info: TableInfo, victims: Mapping[Key, int],
         swaps: Sequence[tuple[SegmentInfo, SegmentInfo | None]],
-    ) -> int:
+    ) -> tuple[int, int]:
+        """Delete the victims' hot versions and swap the manifest; returns (hot versions
+        deleted, their bytes)."""
         ns, name = info.namespace, info.name
         hot_db = self._db["hot"]
-        removed = 0
+        removed = size = 0
         for (user, pk), bound in victims.items():
             key = _hot_key(ns, name, user, pk)
             current = _get(txn, key, hot_db)
             if current is not None and _hot_header(current)[0] <= bound:
                 txn.delete(key, db=hot_db)
                 removed += 1
+                size += len(key) + len(current)
+            if _get(txn, key, hot_db) is None:  # no write since the caller looked: row gone
+                txn.delete(key, db=self._db["created"])
         self._swap_manifest(txn, ns, name, [old for old, _ in swaps],
                             [new for _, new in swaps if new is not None])
-        return removed
+        return removed, size
 
     def _swap_manifest(
         self, txn: lmdb.Transaction, ns: str, table: str, old: Iterable[SegmentInfo],
@@ -1205,6 +1293,8 @@ class Engine:
                 continue
             for k in keys:
                 txn.delete(k, db=self._db["hot"])
+            _delete_prefix(txn, self._db["created"],
+                           _table_prefix(info.namespace, info.name) + user_id.encode() + b"\0")
             self._swap_manifest(txn, info.namespace, info.name, segs, [])
             hot_rows += len(keys)
             doomed.extend(segs)
@@ -1292,31 +1382,28 @@ class Engine:
         the whole content of table ``namespace:table`` shaped ``like``. An existing table is
         replaced, in the same transaction, only when ``overwrite``.
 
+        ``like`` passes the checks ``create_table`` makes; row counts are checked against
+        :attr:`restore_limits` from each file's metadata before any row is decoded.
+
         Raises:
+            InvalidName: ``like`` is a table ``create_table`` would refuse.
             TableExists: the table exists and ``overwrite`` is false.
             CorruptSegment: a file is not a segment, or holds another user's rows.
+            LimitExceeded: the files hold more rows than :attr:`restore_limits` allow.
         """
-        check_name(namespace, "namespace")
-        check_name(table, "table name")
-        info = TableInfo(namespace, table, like.table_type, like.primary_key, like.ttl_seconds,
-                         self.now_us(), restored_from, like.options)
-        for f in files:
-            self._check_import_file(info, f)
+        info = dataclasses.replace(
+            check_table_spec(namespace, table, like.table_type, primary_key=like.primary_key,
+                             ttl_seconds=like.ttl_seconds, options=like.options),
+            created_us=self.now_us(), restored_from=restored_from)
+        self._check_import_files(info, files)
         with self._table_lock(namespace, table):
             if not overwrite and self.table_info(namespace, table) is not None:
                 raise TableExists(info.table_id, "; pass overwrite=true to replace it")
             moved: list[tuple[SegmentInfo, Path]] = []
             try:
                 for f in files:
-                    data = read_segment(f.path, ["seq", "ts"])
-                    segment_id = _new_segment_id()
-                    path, relpath = self._segment_path(namespace, table, f.user_id, segment_id)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(f.path, path)
-                    if self._shared.durable:
-                        fsync_dir(path.parent)
-                    moved.append((self._segment_info(segment_id, f.user_id, relpath,
-                                                     path.stat().st_size, data), path))
+                    self._move_in(info, f, moved)
+                    self.faults.fire("after_file_move")
                 self.faults.fire("after_segment_write")
                 replaced, old = self._write(
                     lambda txn: self._commit_import(txn, info, [s for s, _ in moved], overwrite))
@@ -1327,20 +1414,56 @@ class Engine:
             self._unlink_segments(old)
         return ImportResult(sum(s.rows for s, _ in moved), len(moved), replaced)
 
-    def _check_import_file(self, info: TableInfo, f: ImportFile) -> None:
+    def _move_in(self, info: TableInfo, f: ImportFile,
+                 moved: list[tuple[SegmentInfo, Path]]) -> None:
+        """Move one checked file into the table's segment folder, recording it in ``moved``
+        before anything else can fail, so that a failure removes it again."""
+        data = read_segment(f.path, ["seq", "ts"])
+        segment_id = _new_segment_id()
+        path, relpath = self._segment_path(info.namespace, info.name, f.user_id, segment_id)
+        segment = self._segment_info(segment_id, f.user_id, relpath, f.path.stat().st_size, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f.path, path)
+        moved.append((segment, path))
+        if self._shared.durable:
+            fsync_dir(path.parent)
+
+    def _check_import_files(self, info: TableInfo, files: Sequence[ImportFile]) -> None:
+        limits = self._restore_limits
+        total = 0
+        for f in files:
+            total += self._check_import_file(info, f, limits)
+            if total > limits.max_total_rows:
+                raise LimitExceeded(f"the files hold more than {limits.max_total_rows} rows, "
+                                    f"this engine's restore limit (max_total_rows)")
+
+    def _check_import_file(self, info: TableInfo, f: ImportFile, limits: RestoreLimits
+                           ) -> int:
+        """Check one file, decoding it a batch at a time only once its metadata shows a row
+        count within the limits; returns that count."""
         if info.table_type is TableType.USER:
             check_name(f.user_id, "user id")
         elif f.user_id != "":
             raise CorruptSegment(f"{f.path.name}: a {info.table_type.value} table has no users")
-        check_segment_file(f.path)
-        data = read_segment(f.path, ["user_id", "pk", "data"])
-        users = pc.unique(data["user_id"]).to_pylist()
+        rows = int(check_segment_file(f.path).num_rows)
+        if rows > limits.max_file_rows:
+            raise LimitExceeded(f"{f.path.name} holds {rows} rows, more than this engine's "
+                                f"restore limit of {limits.max_file_rows} rows per file "
+                                f"(max_file_rows)")
+        for batch in iter_segment(f.path, ["user_id", "pk", "data"], _CHECK_BATCH_ROWS):
+            self._check_import_batch(f, batch)
+        return rows
+
+    @staticmethod
+    def _check_import_batch(f: ImportFile, batch: pa.RecordBatch) -> None:
+        users = pc.unique(batch.column("user_id")).to_pylist()
         if any(u != f.user_id for u in users):
             raise CorruptSegment(f"{f.path.name} holds rows of users {users}, "
                                  f"expected only {f.user_id!r}")
         # Checksums prove integrity, not good faith: what scans will parse must parse.
         try:
-            for pk, row in zip(data["pk"].to_pylist(), data["data"].to_pylist(), strict=True):
+            for pk, row in zip(batch.column("pk").to_pylist(), batch.column("data").to_pylist(),
+                               strict=True):
                 key = orjson.loads(pk)
                 if isinstance(key, bool) or not isinstance(key, (int, str)):
                     raise CorruptSegment(f"{f.path.name} holds a bad primary key {pk!r}")
@@ -1358,8 +1481,8 @@ class Engine:
         if exists and not overwrite:
             raise TableExists(info.table_id, "; pass overwrite=true to replace it")
         old = self._manifest(txn, ns, name)
-        for k in [k for k, _ in _iter_prefix(txn, self._db["hot"], _table_prefix(ns, name))]:
-            txn.delete(k, db=self._db["hot"])
+        for db in ("hot", "created"):
+            _delete_prefix(txn, self._db[db], _table_prefix(ns, name))
         self._swap_manifest(txn, ns, name, old, segments)
         txn.put(_table_key(ns, name), _info_to(info), db=self._db["tables"])
         # Versions from another engine may be ahead of ours; later writes must still win.

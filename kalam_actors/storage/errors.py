@@ -11,6 +11,7 @@ from ..errors import InvalidParams, KalamError
 __all__ = [
     "CorruptSegment",
     "InvalidName",
+    "LimitExceeded",
     "OperationCancelled",
     "RowNotFound",
     "SegmentsChanged",
@@ -83,6 +84,11 @@ class UserStillOwnsData(StorageError):
 
 class CorruptSegment(StorageError):
     """Raised when a data file is not a readable segment of the expected schema."""
+
+
+class LimitExceeded(StorageError):
+    """Raised when an import (a restore) would bring in more than the engine's
+    :class:`~kalam_actors.storage.interface.RestoreLimits` allow; nothing was changed."""
 
 
 class SegmentsChanged(StorageError):

@@ -19,6 +19,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 
+from .errors import InvalidName
+
 __all__ = [
     "CleanupResult",
     "FlushResult",
@@ -28,6 +30,7 @@ __all__ = [
     "Key",
     "MergeResult",
     "PurgeResult",
+    "RestoreLimits",
     "SegmentInfo",
     "Snapshot",
     "SnapshotFile",
@@ -175,6 +178,9 @@ class Version:
         deleted: whether it is a soft-delete marker.
         ts: when it was written (µs); for a soft delete, when the row was deleted.
         segment_id: the segment holding it, or None while it is hot.
+        created_us: when the key's current row was created (its first write since it was
+            last deleted), the same on every version of the key; None when the engine has
+            no record (a soft-deleted row, or rows an import brought in).
     """
 
     user_id: str
@@ -183,6 +189,7 @@ class Version:
     deleted: bool
     ts: int
     segment_id: str | None
+    created_us: int | None = None
 
     @property
     def key(self) -> Key:
@@ -230,12 +237,14 @@ class PurgeResult:
         cold_rows: versions dropped from segments.
         segments_rewritten: segments replaced by a smaller copy (or by nothing).
         bytes_freed: size of the replaced files minus size of their replacements.
+        hot_bytes: size of the hot values deleted (keys and row JSON).
     """
 
     hot_rows: int
     cold_rows: int
     segments_rewritten: int
     bytes_freed: int
+    hot_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -301,6 +310,33 @@ class ImportFile:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RestoreLimits:
+    """How much one restore (an import of a backup) may bring in. An archive is read as
+    hostile: these bound what a small file can make the engine write and hold in memory, and
+    are checked against the manifest before anything is unpacked, and against each data file's
+    Parquet metadata before its rows are read. An engine holds one (``Engine.open(...,
+    restore_limits=...)``); raise them for tables bigger than the defaults.
+
+    Attributes:
+        max_file_rows: stored versions in one data file (a file's rows are read whole).
+        max_total_rows: stored versions in the whole archive.
+        max_total_bytes: bytes of data files in the whole archive, as unpacked on disk.
+    """
+
+    max_file_rows: int = 1_000_000
+    max_total_rows: int = 20_000_000
+    max_total_bytes: int = 32 << 30
+
+    def __post_init__(self) -> None:
+        """Raises InvalidName naming a limit that is not a whole number > 0."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidName(f"RestoreLimits.{field.name} must be a whole number > 0, "
+                                  f"not {value!r}", field=field.name)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ImportResult:
     """What an import installed, and what it replaced."""
 
@@ -352,7 +388,8 @@ class StorageEngine(Protocol):
     def segments(self, namespace: str, table: str) -> list[SegmentInfo]: ...
 
     def versions(self, namespace: str, table: str) -> list[Version]:
-        """Every stored version (hot and cold), read from one consistent snapshot."""
+        """Every stored version (hot and cold), read from one consistent snapshot; an engine
+        that records when rows were created fills in ``created_us``."""
         ...
 
     def purge(self, namespace: str, table: str, victims: Mapping[Key, int], *,
@@ -391,6 +428,7 @@ class StorageEngine(Protocol):
                      files: Sequence[ImportFile], overwrite: bool,
                      restored_from: Mapping[str, Any] | None = None) -> ImportResult:
         """Install ``files`` as the whole content of a table shaped ``like``, atomically
-        replacing an existing table only when ``overwrite``."""
+        replacing an existing table only when ``overwrite``. An engine with
+        ``restore_limits`` (a :class:`RestoreLimits`) enforces them here too."""
         ...
 

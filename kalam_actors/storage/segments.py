@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,7 +23,9 @@ __all__ = [
     "SEGMENT_SCHEMA",
     "build_segment",
     "fsync_dir",
+    "iter_segment",
     "latest_per_key",
+    "parquet_rows",
     "read_segment",
     "schema_pairs",
     "write_segment",
@@ -118,8 +120,37 @@ def read_segment(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
     return table
 
 
+def iter_segment(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Read some columns of a segment ``batch_rows`` rows at a time, so that checking a file
+    holds one batch in memory, not the whole file.
+
+    Raises:
+        CorruptSegment: when it cannot be read.
+    """
+    try:
+        with pq.ParquetFile(path) as parquet:
+            yield from parquet.iter_batches(batch_size=batch_rows, columns=list(columns))
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptSegment(f"cannot read segment {path.name}: {exc}") from exc
+
+
+def parquet_rows(meta: Any, name: str) -> int:
+    """The rows a Parquet file's metadata declares, from metadata alone (nothing decoded).
+
+    Raises:
+        CorruptSegment: when the file total and its row groups disagree (a reader trusting
+            the total could be made to decode far more rows than it checked).
+    """
+    rows = int(meta.num_rows)
+    groups = sum(int(meta.row_group(i).num_rows) for i in range(meta.num_row_groups))
+    if rows != groups:
+        raise CorruptSegment(f"{name} declares {rows} rows but its row groups hold {groups}")
+    return rows
+
+
 def check_segment_file(path: Path) -> Any:
-    """Check that ``path`` is a Parquet file in the segment schema; return its metadata.
+    """Check that ``path`` is a Parquet file in the segment schema whose row count is
+    consistent (see :func:`parquet_rows`); return its metadata.
 
     Raises:
         CorruptSegment: naming the file and the problem.
@@ -131,6 +162,7 @@ def check_segment_file(path: Path) -> Any:
         raise CorruptSegment(f"{path.name} is not a readable Parquet file: {exc}") from exc
     if not schema.remove_metadata().equals(SEGMENT_SCHEMA):
         raise CorruptSegment(f"{path.name} is not in the segment schema: {schema}")
+    parquet_rows(meta, path.name)
     return meta
 
 

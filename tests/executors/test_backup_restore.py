@@ -359,3 +359,24 @@ def test_a_crashed_backups_partial_file_is_removed_by_the_next(source: Engine) -
     dead.write_bytes(b"half an archive")
     archive = backup(source)
     assert sorted(p.name for p in folder.iterdir()) == [archive.name]
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_the_success_message_carries_ratio_and_duration(
+    source: Engine, compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kalam_actors.executors import backup as backup_module
+
+    ticks = iter([100.0, 102.5])
+    monkeypatch.setattr(backup_module, "monotonic", lambda: next(ticks))
+    decision, _ = run_job(BackupExecutor(), backup_params(source, compression=compression),
+                          source)
+    archive = archives(source)[-1]
+    with tarfile.open(archive) if compression == "none" else tarfile.open(
+            fileobj=io.BytesIO(zstandard.ZstdDecompressor().stream_reader(
+                archive.read_bytes()).read())) as tar:
+        archived = sum(m.size for m in tar.getmembers())
+    ratio = archived / archive.stat().st_size
+    assert decision.message is not None and decision.message.endswith(
+        f"; compression ratio {ratio:.2f} ({archived / 1024:.1f} KiB archived), took 2.50s")
+    assert (ratio > 1) is (compression == "zstd")
