@@ -10,6 +10,7 @@ attempt has been reported; the supervisor then restarts it.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -21,9 +22,43 @@ from .context import JobContext
 from .errors import InvalidParams
 from .executor import JobExecutor
 from .model import JobDecision
-from .store import check_decision, parse_params, record_to_job, validates_params
+from .store import check_decision, parse_params, validates_params
+from .store.records import running_job
 
-__all__ = ["Attempt", "AttemptResult", "Attempts", "ExecutorActor", "ExecutorThreadDied"]
+__all__ = [
+    "Attempt",
+    "AttemptResult",
+    "AttemptStarted",
+    "Attempts",
+    "ExecutorActor",
+    "ExecutorThreadDied",
+    "StartGate",
+]
+
+
+class StartGate:
+    """Holds an attempt of an executor that is not safe to re-run until its Running state is
+    durable: the runtime opens it after the commit (``refused`` if the job was cancelled or
+    given back meanwhile, and at shutdown)."""
+
+    __slots__ = ("_event", "refused")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.refused = False
+
+    def open(self, *, refused: bool = False) -> None:
+        self.refused = refused
+        self._event.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self) -> bool:
+        """Block until the runtime answers; True if the attempt may run."""
+        self._event.wait()
+        return not self.refused
 
 
 # Attempt and AttemptResult are messages, one of each per job: plain (not frozen) slotted
@@ -32,13 +67,26 @@ __all__ = ["Attempt", "AttemptResult", "Attempts", "ExecutorActor", "ExecutorThr
 class Attempt:
     """One attempt of one job, told to an actor. ``token`` tells attempts of one job apart.
 
-    ``record`` is the job's stored record as committed Running; the actor makes the
-    :class:`Job` from it, in its own thread, so the runtime's loop does not.
+    ``record`` is the job's stored record as claimed (Queued or Retrying): an attempt handed
+    ahead to an actor has not started. The actor says when it starts (:class:`AttemptStarted`)
+    and makes the :class:`Job` from the record, in its own thread, so the loop does not.
+    ``gate`` is set for an executor that is not safe to re-run: the attempt waits at it until
+    its Running state is on disk.
     """
 
     ctx: JobContext
     record: dict[str, Any]
     token: int
+    gate: StartGate | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class AttemptStarted:
+    """Posted by the actor as it starts an attempt: the runtime records it Running."""
+
+    job_id: str
+    token: int
+    started_us: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,7 +115,7 @@ class ExecutorThreadDied(RuntimeError):
     BaseException such as SystemExit."""
 
 
-Post = Callable[[AttemptResult], None]
+Post = Callable[[AttemptResult | AttemptStarted], None]
 
 
 class ExecutorActor(pykka.ThreadingActor):
@@ -76,10 +124,11 @@ class ExecutorActor(pykka.ThreadingActor):
     # An actor stuck in a job must never keep the process alive after the runtime has gone.
     use_daemon_thread = True
 
-    def __init__(self, executor: JobExecutor, post: Post) -> None:
+    def __init__(self, executor: JobExecutor, post: Post, clock: Callable[[], int]) -> None:
         super().__init__()
         self.executor = executor
         self.post = post
+        self.clock = clock
         # Jobs submitted by other processes may not have met this executor's check yet.
         self._validates = validates_params(executor)
 
@@ -100,10 +149,15 @@ class ExecutorActor(pykka.ThreadingActor):
     def _run(self, attempt: Attempt) -> AttemptResult:
         ctx = attempt.ctx
         if ctx.cancelled:
-            # Cancelled while waiting in the mailbox: never start it.
+            # Cancelled or given back while waiting in the mailbox: never start it.
             return self._result(attempt, JobDecision.skipped("Cancelled before it started"), False)
+        started_us = self.clock()
+        self.post(AttemptStarted(ctx.job_id, attempt.token, started_us))
+        gate = attempt.gate
+        if gate is not None and not gate.wait():
+            return self._result(attempt, JobDecision.skipped("Not started"), False)
         try:
-            job = record_to_job(attempt.record)
+            job = running_job(attempt.record, started_us)
             logger.debug(f"[{ctx.job_id}] Running (attempt {ctx.attempt})")
             if self._validates:
                 refused = self._refused(job.parameters)

@@ -26,11 +26,19 @@ class JobExecutor:
         job_type: the type this executor runs.
         name: a human name for logs.
         cancellable: whether a running job of this type may be cancelled at all.
-        rerun_on_recovery: whether a job found Running after a crash may safely run again
-            (otherwise it ends Failed, "Server restarted").
+        rerun_on_recovery: whether a job may safely run again after a crash. If so, an
+            attempt starts at once and its Running state rides the next group commit (a crash
+            before that commit runs it again); a job found Running after a crash is retried.
+            If not (the default), an attempt starts only once its Running state is on disk,
+            and a job found Running after a crash ends Failed, "Server restarted".
         timeout_s: an attempt running longer than this is failed (and retried per policy) and
             the stuck actor replaced; None for no limit. A job's own ``timeout_s`` wins.
         actors: how many actors run jobs of this type at once.
+        prefetch: how many jobs each actor may hold: one running and the rest handed ahead,
+            waiting in its mailbox, so it starts the next the moment one ends instead of
+            after a round trip through the runtime. Jobs handed ahead stay Queued (they can
+            be cancelled as Queued jobs, and a shutdown gives them back). ``max_concurrent``
+            of the runtime bounds the total.
     """
 
     job_type: ClassVar[JobType]
@@ -39,6 +47,7 @@ class JobExecutor:
     rerun_on_recovery: ClassVar[bool] = False
     timeout_s: ClassVar[float | None] = None
     actors: ClassVar[int] = 1
+    prefetch: ClassVar[int] = 32
 
     def validate_params(self, params: dict[str, Any]) -> None:
         """Check a new job's parameters before anything is written.

@@ -39,7 +39,7 @@ from supervisors import (
 )
 
 from ._runtime_lock import RuntimeLock
-from .actors import Attempt, AttemptResult, Attempts, ExecutorActor
+from .actors import Attempt, AttemptResult, Attempts, AttemptStarted, ExecutorActor, StartGate
 from .context import CancelFlag, JobContext
 from .errors import (
     CancelNotAllowed,
@@ -161,7 +161,7 @@ class _Cancel:
 class _Results:
     """Attempt results posted by actor threads."""
 
-    results: list[AttemptResult]
+    results: list[AttemptResult | AttemptStarted]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -239,9 +239,13 @@ class _InFlight:
     slot: _Slot
     ctx: JobContext
     cancel_event: CancelFlag
-    deadline: float | None
     timeout_s: float | None
+    gate: StartGate | None
+    deadline: float | None = None
     sent: bool = False
+    # The actor said it starts the attempt (until then the job is only claimed: Queued).
+    started: bool = False
+    started_us: int = 0
     cancel_accepted: bool = False
     cancel_persisted: bool = False
 
@@ -253,6 +257,7 @@ class _Batch:
     now: int
     creates: list[_Create] = dataclasses.field(default_factory=list)
     cancels: list[tuple[_Call, JobId]] = dataclasses.field(default_factory=list)
+    starts: list[_InFlight] = dataclasses.field(default_factory=list)
     results: list[tuple[_InFlight, JobDecision, bool]] = dataclasses.field(default_factory=list)
     progress: dict[str, Progress] = dataclasses.field(default_factory=dict)
     cancel_marks: list[str] = dataclasses.field(default_factory=list)
@@ -261,6 +266,7 @@ class _Batch:
     scheduled: list[tuple[ScheduledJob, NewJob]] = dataclasses.field(default_factory=list)
     capacity: dict[str, int] = dataclasses.field(default_factory=dict)
     free: int = 0
+    claimed: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(slots=True)
@@ -271,6 +277,9 @@ class _Applied:
         default_factory=list
     )
     started: list[verbs.Started] = dataclasses.field(default_factory=list)
+    # Attempts whose Running state this commit wrote (True) or refused (False).
+    starts: list[tuple[_InFlight, bool]] = dataclasses.field(default_factory=list)
+    cancelled: list[str] = dataclasses.field(default_factory=list)
     changed: list[str] = dataclasses.field(default_factory=list)
     cancel_requests: list[str] = dataclasses.field(default_factory=list)
     again: bool = False  # more admitting or dispatching to do: tick once more
@@ -325,7 +334,7 @@ class JobManager:
         self._inflight: dict[str, _InFlight] = {}
         self._deadlines: list[tuple[float, int, str]] = []
         self._waiters: dict[str, list[trio.Event]] = {}
-        self._results: list[AttemptResult] = []
+        self._results: list[AttemptResult | AttemptStarted] = []
         self._results_lock = threading.Lock()
         self._results_wake_pending = False
         self._tokens = 0
@@ -339,6 +348,7 @@ class JobManager:
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._wall_base_us = 0
         self._trio_base = 0.0
+        self._clock: trio.abc.Clock = trio.lowlevel.current_clock()
         self._writer = trio.CapacityLimiter(1)
         self._commits = 0
         self._state_changes = 0
@@ -532,6 +542,12 @@ class JobManager:
         """Wall time that follows trio's clock, so virtual time in tests moves it too."""
         return self._wall_base_us + round((trio.current_time() - self._trio_base) * 1_000_000)
 
+    def _now_us_any_thread(self) -> int:
+        """:meth:`_now_us` for actor threads (trio's clocks are safe to read from any thread):
+        an attempt's start time, on the clock every other time of the job is on."""
+        return self._wall_base_us + round(
+            (self._clock.current_time() - self._trio_base) * 1_000_000)
+
     def _trio_time_of(self, wall_us: int) -> float:
         return self._trio_base + (wall_us - self._wall_base_us) / 1_000_000
 
@@ -569,11 +585,11 @@ class JobManager:
             slots = []
             for n in range(max(1, int(getattr(executor, "actors", 1)))):
                 child_id = f"{job_type.prefix}#{n}"
-                slot = _Slot(child_id, executor, max(1, int(getattr(executor, "prefetch", 1))))
+                slot = _Slot(child_id, executor, max(1, int(executor.prefetch)))
                 slot.handle = await sup.start_child(
                     ChildSpec(
                         id=child_id,
-                        start=actor_child(ExecutorActor, executor, post),
+                        start=actor_child(ExecutorActor, executor, post, self._now_us_any_thread),
                         restart=PERMANENT,
                         shutdown_s=1.0,
                     )
@@ -583,7 +599,7 @@ class JobManager:
             self._slots[job_type] = slots
             self._slots_by_prefix[job_type.prefix] = slots
 
-    def _post_from_thread(self, result: AttemptResult) -> None:
+    def _post_from_thread(self, result: AttemptResult | AttemptStarted) -> None:
         """Called in actor threads: hand the result to trio without waiting for it.
 
         Results wait in a list; only the first one since the trio thread last took them asks
@@ -621,6 +637,10 @@ class JobManager:
         cancellable rest; leave what remains for recovery at the next start."""
         self._accepting = False
         self._dispatching = False
+        # Attempts handed ahead but not started go back: they stay Queued for the next start.
+        for flight in self._inflight.values():
+            if not flight.started:
+                self._give_back(flight)
         with trio.move_on_after(self.shutdown_timeout_s):
             while self._inflight and self._loop_alive:
                 self._idle = trio.Event()
@@ -635,9 +655,11 @@ class JobManager:
                     self._idle = trio.Event()
                     await self._idle.wait()
         for flight in self._inflight.values():
-            logger.warning(
-                f"[{flight.job_id}] still running at shutdown; it will be recovered at next start"
-            )
+            if flight.started:
+                logger.warning(f"[{flight.job_id}] still running at shutdown; it will be "
+                               "recovered at next start")
+            else:
+                self._give_back(flight)
         self._stopped = True
 
     # ------------------------------------------------------------------ recovery
@@ -669,6 +691,10 @@ class JobManager:
             await self._serve()
         finally:
             self._loop_alive = False
+            # No commit will open a gate now: nothing waiting at one may start.
+            for flight in self._inflight.values():
+                if not flight.started:
+                    self._give_back(flight)
             self._idle.set()
 
     async def _serve(self) -> None:
@@ -701,7 +727,10 @@ class JobManager:
             match message:
                 case _Results():
                     for result in message.results:
-                        self._take_result(batch, result)
+                        if type(result) is AttemptStarted:
+                            self._take_start(batch, result)
+                        else:
+                            self._take_result(batch, result)  # type: ignore[arg-type]
                 case _Create():
                     if self._accepting:
                         batch.creates.append(message)
@@ -725,8 +754,9 @@ class JobManager:
         if self._dispatching:
             self._plan_dispatch(batch)
         if not (
-            batch.creates or batch.cancels or batch.results or batch.progress or batch.admit
-            or batch.cancel_marks or batch.cancel_refusals or batch.free or batch.scheduled
+            batch.creates or batch.cancels or batch.starts or batch.results or batch.progress
+            or batch.admit or batch.cancel_marks or batch.cancel_refusals or batch.free
+            or batch.scheduled
         ):
             return None
         return batch
@@ -754,6 +784,21 @@ class JobManager:
                     continue
                 batch.scheduled.append((job, prepared))
 
+    def _take_start(self, batch: _Batch, started: AttemptStarted) -> None:
+        flight = self._inflight.get(started.job_id)
+        if flight is None or flight.token != started.token:
+            return  # given back (a stuck or crashed actor): the job stays Queued
+        if flight.gate is not None and flight.gate.is_open:
+            return  # given back or cancelled before its gate opened: it will not run
+        flight.started = True
+        flight.started_us = started.started_us
+        batch.starts.append(flight)
+        timeout = flight.timeout_s
+        if timeout is not None:
+            flight.deadline = trio.current_time() + timeout
+            heapq.heappush(self._deadlines, (flight.deadline, flight.token, flight.job_id))
+            self._timer_kick.set()
+
     def _take_result(self, batch: _Batch, result: AttemptResult) -> None:
         flight = self._inflight.get(result.job_id)
         if flight is None or flight.token != result.token:
@@ -762,6 +807,14 @@ class JobManager:
         # Keep a progress report that came in with the result: _apply writes it first, so
         # the finished job shows how far it got (e.g. 800/800, not the report before last).
         batch.results.append((flight, result.decision, result.raised))
+
+    @staticmethod
+    def _give_back(flight: _InFlight) -> None:
+        """An attempt that never started goes back to the queue: the actor must not start it
+        later (its job is still Queued or Retrying in the store, ready for another claim)."""
+        flight.cancel_event.set()
+        if flight.gate is not None and not flight.gate.is_open:
+            flight.gate.open(refused=True)
 
     def _release(self, flight: _InFlight) -> None:
         del self._inflight[flight.job_id]
@@ -776,8 +829,12 @@ class JobManager:
             if not flight.sent:
                 continue  # never reached the dead actor: it goes to the new one
             self._release(flight)
-            text = f"executor actor {child_id} crashed: {reason!r}"
-            batch.results.append((flight, JobDecision.retry(text, exception_trace=text), True))
+            if flight.started:
+                text = f"executor actor {child_id} crashed: {reason!r}"
+                batch.results.append(
+                    (flight, JobDecision.retry(text, exception_trace=text), True))
+            else:
+                self._give_back(flight)  # it never started: it stays Queued
 
     def _take_timeouts(self, batch: _Batch) -> None:
         now = trio.current_time()
@@ -799,7 +856,11 @@ class JobManager:
             # If the old thread ever wakes, it must not start what was queued behind.
             flight.cancel_event.set()
             self._release(flight)
-            batch.results.append((flight, JobDecision.retry(text, exception_trace=text), True))
+            if flight.started:
+                batch.results.append(
+                    (flight, JobDecision.retry(text, exception_trace=text), True))
+            else:
+                self._give_back(flight)  # it never started: it stays Queued
         slot.replacing = True
         assert self._nursery is not None
         self._nursery.start_soon(self._replace_actor, slot)
@@ -816,7 +877,9 @@ class JobManager:
 
     def _take_cancel(self, batch: _Batch, call: _Call, job_id: JobId) -> None:
         flight = self._inflight.get(job_id)
-        if flight is None:
+        if flight is None or not flight.started:
+            # Not started (at most claimed): cancelled as a Queued job; an actor holding it
+            # is told not to start it once the cancel is committed.
             batch.cancels.append((call, job_id))
             return
         if flight.cancel_accepted:
@@ -878,6 +941,8 @@ class JobManager:
         if capacity:
             batch.capacity = capacity
             batch.free = free
+            batch.claimed = frozenset(
+                job_id for job_id, flight in self._inflight.items() if not flight.started)
 
     # ------------------------------------------------------------------ the transaction
 
@@ -893,6 +958,12 @@ class JobManager:
         now = batch.now
         for create in batch.creates:
             out.answers.append((create.call, *self._apply_create(txn, create.jobs, now, out)))
+        for flight in batch.starts:
+            ok = verbs.start(txn, flight.job_id, flight.started_us)
+            out.starts.append((flight, ok))
+            if ok:
+                out.changed.append(flight.job_id)
+                out.writes += 1
         for job_id, progress in batch.progress.items():
             if verbs.set_progress(txn, job_id, progress):
                 out.changed.append(job_id)
@@ -914,11 +985,9 @@ class JobManager:
             out.again = verbs.admit_new(txn, now, ADMIT_BATCH)
             out.cancel_requests = verbs.take_cancel_requests(txn, 1000)
         if batch.free:
-            dispatched = verbs.dispatch(txn, batch.capacity, batch.free, now)
+            dispatched = verbs.claim(txn, batch.capacity, batch.free, now, batch.claimed)
             out.started = dispatched.started
             out.again = out.again or dispatched.again
-            out.changed.extend(started.job_id for started in dispatched.started)
-            out.writes += len(dispatched.started)
         # Due jobs left waiting for a free actor are picked by the next batch that has room;
         # the timer only needs the first one that is not yet due.
         out.next_due = txn.next_due_after(now)
@@ -959,6 +1028,7 @@ class JobManager:
         if job is None:
             # Running but not held here: it was started in this very batch. Ask again.
             return None, CancelNotAllowed(job_id, "the job was starting; try again")
+        out.cancelled.append(job_id)
         out.changed.append(job_id)
         out.writes += 1
         return job, None
@@ -977,6 +1047,14 @@ class JobManager:
     def _after_commit(self, batch: _Batch, applied: _Applied) -> None:
         self._commits += 1
         self._state_changes += applied.writes
+        for flight, ok in applied.starts:
+            if flight.gate is not None:
+                # Running is on disk (or the job was cancelled meanwhile): let it go.
+                flight.gate.open(refused=not ok)
+        for job_id in applied.cancelled:
+            claimed = self._inflight.get(job_id)
+            if claimed is not None and not claimed.started:
+                self._give_back(claimed)
         for call, result, error in applied.answers:
             call.answer(result, error)
         if self._waiters:
@@ -1025,15 +1103,13 @@ class JobManager:
             self._progress_from_thread, cancel_event,
         )
         timeout = started.timeout_s or slot.executor.timeout_s
-        deadline = None if timeout is None else trio.current_time() + timeout
+        # An executor that is not safe to re-run starts only once Running is on disk.
+        gate = None if slot.executor.rerun_on_recovery else StartGate()
         self._inflight[job_id] = _InFlight(
-            job_id, token, slot, ctx, cancel_event, deadline, timeout
+            job_id, token, slot, ctx, cancel_event, timeout, gate
         )
         slot.held.add(job_id)
-        if deadline is not None:
-            heapq.heappush(self._deadlines, (deadline, token, job_id))
-            self._timer_kick.set()
-        slot.pending.append(Attempt(ctx, started.record, token))
+        slot.pending.append(Attempt(ctx, started.record, token, gate))
         return slot
 
     def _send_pending(self, slot: _Slot) -> None:

@@ -172,6 +172,16 @@ def record_to_job(rec: dict[str, Any]) -> Job:
         raise CorruptRecord(job_id, f"missing or malformed field {exc}") from exc
 
 
+def running_job(rec: dict[str, Any], started_us: int) -> Job:
+    """The job as it is once its attempt starts at ``started_us``: what the executor sees.
+    (The actor builds it from the claimed record while the store commits the same change.)"""
+    view = dict(rec)
+    view["s"] = "R"
+    view["st"] = view["u"] = started_us
+    view["m"] = view["pg"] = None
+    return record_to_job(view)
+
+
 def truncate_message(text: str | None) -> str | None:
     return truncate_head(text, MAX_MESSAGE)
 

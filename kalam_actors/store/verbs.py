@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from loguru import logger
@@ -48,6 +48,7 @@ __all__ = [
     "accept_cancel",
     "admit_new",
     "cancel",
+    "claim",
     "create_jobs",
     "create_scheduled",
     "delete",
@@ -59,6 +60,7 @@ __all__ = [
     "request_cancel",
     "resubmit",
     "set_progress",
+    "start",
     "take_cancel_requests",
 ]
 
@@ -73,7 +75,7 @@ _TERMINAL_CODES: Final = tuple(
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Started:
-    """One attempt the store has just moved to Running.
+    """One job claimed for an attempt (see :func:`claim`).
 
     Attributes:
         job_id: the job.
@@ -81,7 +83,8 @@ class Started:
         params_text: its parameters, as JSON text.
         attempt: 1 for the first attempt, then one more per retry.
         timeout_s: the time limit the job asked for, or None.
-        record: the committed record, opaque outside the store; ``record_to_job`` reads it.
+        record: its stored record as claimed (Queued or Retrying), opaque outside the store;
+            ``running_job`` makes the Job the executor sees from it.
     """
 
     job_id: JobId
@@ -195,28 +198,43 @@ def admit_new(txn: StoreTxn, now: int, limit: int) -> bool:
 # --------------------------------------------------------------------------- run
 
 
-def dispatch(txn: StoreTxn, capacity: Mapping[str, int], free: int, now: int) -> Dispatch:
-    """Start up to ``free`` jobs, at most ``capacity[prefix]`` of each type: due retries
-    first (older work), then Queued jobs in creation order across types."""
+def claim(
+    txn: StoreTxn, capacity: Mapping[str, int], free: int, now: int,
+    claimed: Collection[str] = (),
+) -> Dispatch:
+    """Choose up to ``free`` jobs to hand to actors, at most ``capacity[prefix]`` of each
+    type: due retries first (older work), then Queued jobs in creation order across types.
+
+    Nothing is written: a claimed job stays Queued (or Retrying) until its attempt starts
+    (:func:`start`), so it can be cancelled as a Queued job, a restart finds it Queued, and
+    Running means running. Claims live in the memory of the one runtime that holds the
+    store; ``claimed`` are the ids it holds already, which are passed over.
+    """
     out = Dispatch()
     room = dict(capacity)
     chosen: list[tuple[str, str, int | None]] = []
-    for due, job_id in txn.due_ids(now, free * 4):
+    skip = len(claimed)
+    for due, job_id in txn.due_ids(now, (free + skip) * 4):
         prefix = job_id[:2]
-        if len(chosen) < free and room.get(prefix, 0) > 0:
+        if len(chosen) < free and room.get(prefix, 0) > 0 and job_id not in claimed:
             room[prefix] -= 1
             chosen.append((job_id, "Y", due))
     free -= len(chosen)
     if free > 0:
         # Per-type ranges, merged into creation order by the time-ordered id suffix.
         candidates = heapq.merge(
-            *(txn.first_ids("Q", prefix + "-", min(n, free))
+            *(txn.first_ids("Q", prefix + "-", min(n, free) + skip)
               for prefix, n in room.items() if n > 0),
             key=_suffix,
         )
+        taken = dict.fromkeys(room, 0)
         for job_id in candidates:
             if free <= 0:
                 break
+            prefix = job_id[:2]
+            if job_id in claimed or taken[prefix] >= room[prefix]:
+                continue
+            taken[prefix] += 1
             chosen.append((job_id, "Q", None))
             free -= 1
     for job_id, code, due_at in chosen:
@@ -224,10 +242,30 @@ def dispatch(txn: StoreTxn, capacity: Mapping[str, int], free: int, now: int) ->
         if rec is None:
             out.again = True  # its slot is still free for the next job in line
             continue
-        txn.move(rec, JobStatus.RUNNING, now, m=None, pg=None)
-        job_id = rec["id"]
         out.started.append(Started(JobId(job_id), TYPE_OF_PREFIX[job_id[:2]], rec["p"],
                                    rec["rc"] + 1, rec.get("to"), rec))
+    return out
+
+
+def start(txn: StoreTxn, job_id: str, now: int) -> bool:
+    """A claimed job's attempt starts: Queued or Retrying -> Running. False when the job was
+    cancelled (or taken out) meanwhile: the attempt must not run, or is not recorded."""
+    try:
+        rec = txn.get(job_id)
+    except CorruptRecord:
+        return False
+    if rec is None or rec["s"] not in ("Q", "Y"):
+        return False
+    txn.move(rec, JobStatus.RUNNING, now, m=None, pg=None)
+    return True
+
+
+def dispatch(txn: StoreTxn, capacity: Mapping[str, int], free: int, now: int) -> Dispatch:
+    """Claim jobs as :func:`claim` does and start them at once (for a caller that starts
+    what it claims in the same transaction)."""
+    out = claim(txn, capacity, free, now)
+    for started in out.started:
+        start(txn, started.job_id, now)
     return out
 
 

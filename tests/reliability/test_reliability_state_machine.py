@@ -307,9 +307,12 @@ class JobManagerMachine(RuleBasedStateMachine):
         except InvalidTransition:
             assert not job.active, f"cancel of active {job_id} refused as terminal"
         except CancelNotAllowed:
-            assert job.status == "R" and not CANCELLABLE[job.prefix]
+            # The seed: a type that cannot be cancelled is refused once an attempt started
+            # (Running, or Retrying after one).
+            assert job.status in ("R", "Y") and not CANCELLABLE[job.prefix]
         else:
             assert job.active, f"cancel of terminal {job_id} ({job.status}) accepted"
+            assert CANCELLABLE[job.prefix] or job.status not in ("R", "Y")
             if job.status == "R":
                 assert CANCELLABLE[job.prefix]
                 job.cancel_accepted = True
