@@ -159,6 +159,47 @@ def noop_throughput(
     )
 
 
+# --------------------------------------------------------------------------- B0
+
+
+def new_user_throughput(n: int, tasks: int = 64, max_concurrent: int = 64) -> dict[str, Any]:
+    """As a new user would: a no-op executor with every default (prefetch, rerun_on_recovery,
+    actors), default logging (loguru untouched), ``tasks`` trio tasks each calling
+    ``create_job`` one job at a time and then ``wait_job`` on it. rate = n / elapsed."""
+    from kalam_actors import JobDecision, JobExecutor, JobType, open_job_manager
+
+    class Noop(JobExecutor):
+        job_type = JobType.FLUSH
+        name = "noop"
+
+        def execute(self, ctx: Any, job: Any) -> Any:
+            return JobDecision.completed()
+
+    per_task = max(1, n // tasks)
+
+    async def main() -> dict[str, Any]:
+        with scratch_dir("newuser") as path:
+            async with open_job_manager(path, executors=[Noop()],
+                                        max_concurrent=max_concurrent) as m:
+                cpu0 = _cpu_s()
+                t0 = time.perf_counter()
+
+                async def worker() -> None:
+                    for _ in range(per_task):
+                        await m.wait_job(await m.create_job(JobType.FLUSH, {}))
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(tasks):
+                        nursery.start_soon(worker)
+                elapsed = time.perf_counter() - t0
+                cpu = _cpu_s() - cpu0
+        done = per_task * tasks
+        return {"rate": done / elapsed, "elapsed_s": elapsed, "n": done,
+                "cpu_us_per_job": cpu / done * 1e6}
+
+    return trio.run(main)
+
+
 # --------------------------------------------------------------------------- B3
 
 
