@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from ..errors import (
     JobNotFound,
     StoreError,
 )
+from ..ids import JobType
 from ..model import (
     JobStatus,
     check_transition,
@@ -56,7 +58,14 @@ T = TypeVar("T")
 
 
 def _due_key(run_after_us: int, job_id: str) -> bytes:
-    return run_after_us.to_bytes(8, "big") + job_id.encode()
+    # By type first, then due time: a type with no free actor cannot hide another type's
+    # due retries behind its own (each type's due range is read on its own).
+    return job_id[:2].encode() + run_after_us.to_bytes(8, "big") + job_id.encode()
+
+
+# The due index's key layout: 1 was due time + id; 2 is type prefix + due time + id.
+_DUE_LAYOUT: Final = b"2"
+_PREFIXES: Final = tuple(sorted(t.prefix for t in JobType))
 
 
 # --------------------------------------------------------------------------- environments
@@ -120,6 +129,8 @@ class _SharedEnv:
             else:
                 raise StoreError(f"job store {self.path}: the map kept changing size")
             _check_schema(self.path, env, self.meta, write=not readonly)
+            if not readonly:
+                _migrate_due(env, self.due, self.meta)
         except BaseException as exc:
             env.close()
             if isinstance(exc, lmdb.Error):
@@ -172,6 +183,25 @@ def _release_env(shared: _SharedEnv) -> None:
         if shared.users == 0:
             _ENVS.pop(shared.path, None)
             shared.env.close()
+
+
+def _migrate_due(env: lmdb.Environment, due: Any, meta: Any) -> None:
+    """Rewrite a due index of layout 1 (due time + id) in layout 2 (type + due time + id),
+    in one write transaction; a new store is marked layout 2 at once."""
+    with env.begin(db=meta) as txn:
+        if txn.get(b"due_layout") == _DUE_LAYOUT:
+            return
+    with env.begin(write=True) as txn:
+        if txn.get(b"due_layout", db=meta) == _DUE_LAYOUT:
+            return
+        old = [bytes(k) for k in txn.cursor(db=due).iternext(keys=True, values=False)]
+        for key in old:
+            txn.delete(key, db=due)
+        for key in old:
+            job_id = key[8:]
+            txn.put(job_id[:2] + key[:8] + job_id, b"", db=due)
+        txn.put(b"due_layout", _DUE_LAYOUT, db=meta)
+    env.sync(True)
 
 
 def _check_schema(path: Path, env: lmdb.Environment, meta: Any, *, write: bool) -> None:
@@ -297,25 +327,39 @@ class StoreTxn:
                 out.append(job_id)
         return self._with_unindexed(out, code, id_prefix, after, limit)
 
-    def due_ids(self, now: int, limit: int) -> list[tuple[int, str]]:
-        """Up to ``limit`` Retrying jobs whose due time is at or before ``now``."""
+    def due_ids(self, now: int, limit: int, *, prefix: str | None = None
+                ) -> list[tuple[int, str]]:
+        """Up to ``limit`` Retrying jobs whose due time is at or before ``now``, earliest
+        first: of the type with id prefix ``prefix`` (``"FL"``), or of every type."""
+        if prefix is None:
+            merged = heapq.merge(*(self.due_ids(now, limit, prefix=p) for p in _PREFIXES))
+            return list(itertools.islice(merged, limit))
         out: list[tuple[int, str]] = []
+        head = prefix.encode()
         cur = self.txn.cursor(db=self._s.due)
-        if not cur.first():
+        if not cur.set_range(head):
             return out
         for key in cur.iternext(keys=True, values=False):
-            due = int.from_bytes(key[:8], "big")
+            if key[:2] != head:
+                break
+            due = int.from_bytes(key[2:10], "big")
             if due > now or len(out) >= limit:
                 break
-            out.append((due, bytes(key[8:]).decode()))
+            out.append((due, bytes(key[10:]).decode()))
         return out
 
     def next_due_after(self, now: int) -> int | None:
-        """The first due time later than ``now``, if any."""
+        """The first due time later than ``now``, if any (one peek per type)."""
         cur = self.txn.cursor(db=self._s.due)
-        if not cur.set_range((now + 1).to_bytes(8, "big")):
-            return None
-        return int.from_bytes(cur.key()[:8], "big")
+        first: int | None = None
+        after = (now + 1).to_bytes(8, "big")
+        for p in _PREFIXES:
+            head = p.encode()
+            if cur.set_range(head + after) and cur.key()[:2] == head:
+                due = int.from_bytes(cur.key()[2:10], "big")
+                if first is None or due < first:
+                    first = due
+        return first
 
     # -- writes
     def _count(self, code: str, job_id: str, delta: int) -> None:

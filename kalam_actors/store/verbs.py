@@ -214,9 +214,14 @@ def claim(
     room = dict(capacity)
     chosen: list[tuple[str, str, int | None]] = []
     skip = len(claimed)
-    for due, job_id in txn.due_ids(now, (free + skip) * 4):
+    # Each type's due range on its own (a full type cannot hide another's), merged by time.
+    due_now = heapq.merge(*(txn.due_ids(now, min(n, free) + skip, prefix=prefix)
+                            for prefix, n in room.items() if n > 0))
+    for due, job_id in due_now:
+        if len(chosen) >= free:
+            break
         prefix = job_id[:2]
-        if len(chosen) < free and room.get(prefix, 0) > 0 and job_id not in claimed:
+        if room[prefix] > 0 and job_id not in claimed:
             room[prefix] -= 1
             chosen.append((job_id, "Y", due))
     free -= len(chosen)

@@ -158,7 +158,8 @@ def audit_store(store: JobStore) -> StoreAudit:
             records[job_id] = decode_record(job_id, raw)
         status_idx = {k.decode() for k, _ in txn.cursor(db=shared.status)}
         keys_idx = {k.decode(): v.decode() for k, v in txn.cursor(db=shared.keys)}
-        due_idx = {(int.from_bytes(k[:8], "big"), k[8:].decode())
+        # Due index keys: type prefix (2) + due time (8) + job id.
+        due_idx = {(int.from_bytes(k[2:10], "big"), k[10:].decode())
                    for k, _ in txn.cursor(db=shared.due)}
         counts_idx = {
             k.decode(): int.from_bytes(v, "big", signed=True)

@@ -329,10 +329,6 @@ def test_leaving_retrying_leaves_the_due_index(store: JobStore, leave: str) -> N
     assert started(dispatch(store, {"FL": 1}, 1, NOW + DAY)) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "verbs.dispatch reads only the first free*4 due entries: when they all belong to a type "
-    "with no room, a due retry of a type with room behind them is not seen, and a Queued job "
-    "of that type starts before it (the docstring promises due retries first)"))
 def test_a_due_retry_is_not_hidden_behind_retries_of_a_full_type(store: JobStore) -> None:
     for i in range(4):
         reach(store, RETRYING, SE, now=NOW + i)
