@@ -133,8 +133,8 @@ def create_jobs(
         InvalidParams: one key appears twice among ``jobs`` (nothing is written).
     """
     seen: dict[str, int] = {}
-    for i, job in enumerate(jobs):
-        key = job.idempotency_key
+    # Unpacked, not read by attribute: a bulk create runs these loops 100,000 times.
+    for i, (_, _, key, _, _) in enumerate(jobs):
         if key is None:
             continue
         holder = txn.active_holder(key)
@@ -148,10 +148,9 @@ def create_jobs(
             )
         seen[key] = i
     new_ids = list(ids) if ids is not None else _new_ids(jobs)
-    for job_id, job in zip(new_ids, jobs, strict=True):
-        txn.insert(new_record(job_id, job.params_text, key=job.idempotency_key,
-                              max_retries=job.max_retries, now=now, status=status,
-                              timeout_s=job.timeout_s))
+    for job_id, (_, text, key, retries, timeout) in zip(new_ids, jobs, strict=True):
+        txn.insert(new_record(job_id, text, key=key, max_retries=retries, now=now,
+                              status=status, timeout_s=timeout))
     return new_ids
 
 
