@@ -331,6 +331,22 @@ class JobStore:
             raw = txn.get(b"sched:" + name.encode(), db=self._shared.meta)
         return None if raw is None else int(raw)
 
+    def schedules(self) -> list[tuple[str, int]]:
+        """Every schedule the runtime has fired, with the last slot it recorded, by name."""
+        out: list[tuple[str, int]] = []
+        head = b"sched:"
+        with self._read() as txn:
+            cur = txn.cursor(db=self._shared.meta)
+            if not cur.set_range(head):
+                return out
+            for key, raw in cur:
+                if not bytes(key).startswith(head):
+                    break
+                text = bytes(raw).decode(errors="replace")
+                if text.lstrip("-").isdigit():
+                    out.append((bytes(key[len(head):]).decode(errors="replace"), int(text)))
+        return out
+
     def has_status(self, status: JobStatus) -> bool:
         """Whether any job has ``status`` (one index peek)."""
         with self._read() as txn:

@@ -408,25 +408,8 @@ def oldest_waiting(store: JobStore) -> Job | None:
 
 
 def recorded_schedules(store: JobStore) -> list[tuple[str, int]]:
-    """Each schedule the runtime has fired, with the last slot it recorded, by name.
-
-    JobStore offers ``last_slot(name)`` but no listing of the names, so this reads the
-    store's ``meta`` database where ``last_slot`` reads. It belongs in JobStore: move it
-    there (as ``JobStore.schedules()``) and call that instead.
-    """
-    out: list[tuple[str, int]] = []
-    head = b"sched:"
-    with store._read() as txn:
-        cur = txn.cursor(db=store._shared.meta)
-        if not cur.set_range(head):
-            return out
-        for key, raw in cur:
-            if not bytes(key).startswith(head):
-                break
-            text = bytes(raw).decode(errors="replace")
-            if text.lstrip("-").isdigit():
-                out.append((bytes(key[len(head):]).decode(errors="replace"), int(text)))
-    return out
+    """Each schedule the runtime has fired, with the last slot it recorded, by name."""
+    return store.schedules()
 
 
 def overview(store: JobStore, now: datetime | None = None, running_limit: int = 50,
