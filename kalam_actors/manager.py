@@ -11,9 +11,11 @@ deadline, the next poll for work submitted by other processes. Executor actors l
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import heapq
+import itertools
 import math
 import os
 import threading
@@ -68,11 +70,53 @@ from .model import (
 from .schedules import Schedule, ScheduledJob
 from .store import JobStore, NewJob, StoreTxn, prepare_checked, prepare_job, validates_params, verbs
 
-__all__ = ["JobManager", "ManagerStatistics", "default_executors", "open_job_manager"]
+__all__ = ["Histogram", "JobManager", "ManagerStatistics", "default_executors", "open_job_manager"]
 
 MAX_BATCH: Final = 4096
 RECOVERY_BATCH: Final = 10_000
 ADMIT_BATCH: Final = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Histogram:
+    """A distribution of observed values, as Prometheus keeps one.
+
+    Attributes:
+        bounds: the buckets' upper bounds, ascending (the last is +inf).
+        counts: how many observations were at or below each bound (cumulative).
+        total: the sum of every observation.
+        count: how many observations there were.
+    """
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    total: float
+    count: int
+
+
+class _Histogram:
+    """The runtime's own histogram: observed in the trio thread, read as a snapshot."""
+
+    __slots__ = ("_bounds", "_counts", "_total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = (*bounds, math.inf)
+        self._counts = [0] * len(self._bounds)
+        self._total = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._total += value
+
+    def snapshot(self) -> Histogram:
+        return Histogram(self._bounds, tuple(itertools.accumulate(self._counts)), self._total,
+                         sum(self._counts))
+
+
+# Seconds: from a millisecond (one fsync pair) to a maintenance job's minutes.
+_SECONDS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+_BATCH_WRITES: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,6 +131,12 @@ class ManagerStatistics:
         commits: write transactions committed since start.
         state_changes: job records written since start.
         actor_restarts: executor actors restarted after a crash or a timeout.
+        attempts: attempts recorded since start, by job type and how they ended
+            (``"completed"``, ``"failed"``, ``"retry"``, ``"skipped"``, ``"cancelled"``).
+        attempt_seconds: how long attempts ran, start to result.
+        start_latency_seconds: from a job's creation to its first attempt's start.
+        commit_seconds: how long each group commit took (fsync included).
+        commit_writes: job records written by each group commit.
     """
 
     by_status: Mapping[JobStatus, int]
@@ -96,6 +146,11 @@ class ManagerStatistics:
     commits: int
     state_changes: int
     actor_restarts: int
+    attempts: Mapping[tuple[JobType, str], int] = dataclasses.field(default_factory=dict)
+    attempt_seconds: Histogram | None = None
+    start_latency_seconds: Histogram | None = None
+    commit_seconds: Histogram | None = None
+    commit_writes: Histogram | None = None
 
 
 class _Call:
@@ -246,6 +301,7 @@ class _InFlight:
     # The actor said it starts the attempt (until then the job is only claimed: Queued).
     started: bool = False
     started_us: int = 0
+    created_us: int = 0
     cancel_accepted: bool = False
     cancel_persisted: bool = False
 
@@ -353,6 +409,11 @@ class JobManager:
         self._commits = 0
         self._state_changes = 0
         self._actor_restarts = 0
+        self._attempts: dict[tuple[JobType, str], int] = {}
+        self._attempt_seconds = _Histogram(_SECONDS)
+        self._start_latency = _Histogram(_SECONDS)
+        self._commit_seconds = _Histogram(_SECONDS)
+        self._commit_writes = _Histogram(_BATCH_WRITES)
         self._supervisor: Supervisor | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -529,6 +590,11 @@ class JobManager:
             commits=self._commits,
             state_changes=self._state_changes,
             actor_restarts=self._actor_restarts,
+            attempts=dict(self._attempts),
+            attempt_seconds=self._attempt_seconds.snapshot(),
+            start_latency_seconds=self._start_latency.snapshot(),
+            commit_seconds=self._commit_seconds.snapshot(),
+            commit_writes=self._commit_writes.snapshot(),
         )
 
     @property
@@ -709,12 +775,14 @@ class JobManager:
             if batch is None:
                 continue
             try:
+                began = time.perf_counter()
                 if self.durable:
                     applied = await trio.to_thread.run_sync(
                         self._commit, batch, limiter=self._writer
                     )
                 else:
                     applied = self._commit(batch)
+                self._commit_seconds.observe(time.perf_counter() - began)
             except StoreError as exc:
                 self._fail_batch(batch, exc)
                 raise
@@ -792,6 +860,9 @@ class JobManager:
             return  # given back or cancelled before its gate opened: it will not run
         flight.started = True
         flight.started_us = started.started_us
+        if flight.ctx.attempt == 1:
+            self._start_latency.observe(
+                max(0, started.started_us - flight.created_us) / 1_000_000)
         batch.starts.append(flight)
         timeout = flight.timeout_s
         if timeout is not None:
@@ -1047,6 +1118,7 @@ class JobManager:
     def _after_commit(self, batch: _Batch, applied: _Applied) -> None:
         self._commits += 1
         self._state_changes += applied.writes
+        self._commit_writes.observe(applied.writes)
         for flight, ok in applied.starts:
             if flight.gate is not None:
                 # Running is on disk (or the job was cancelled meanwhile): let it go.
@@ -1063,6 +1135,7 @@ class JobManager:
                     event.set()
         for flight, decision, _ in batch.results:
             self._log_result(flight.job_id, decision, flight.cancel_accepted)
+            self._count_attempt(flight, decision, batch.now)
         touched: dict[int, _Slot] = {}
         for started in applied.started:
             slot = self._start_attempt(started)
@@ -1077,6 +1150,14 @@ class JobManager:
         if applied.next_due != self._next_due_us or self._deadlines:
             self._next_due_us = applied.next_due
             self._timer_kick.set()
+
+    def _count_attempt(self, flight: _InFlight, decision: JobDecision, now: int) -> None:
+        if not flight.started:
+            return  # given back or cancelled before it started: no attempt ran
+        outcome = "cancelled" if flight.cancel_accepted else decision.outcome.value
+        key = (flight.ctx.job_type, outcome)
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+        self._attempt_seconds.observe(max(0, now - flight.started_us) / 1_000_000)
 
     def _log_result(self, job_id: str, decision: JobDecision, cancelled: bool) -> None:
         if cancelled:
@@ -1106,7 +1187,7 @@ class JobManager:
         # An executor that is not safe to re-run starts only once Running is on disk.
         gate = None if slot.executor.rerun_on_recovery else StartGate()
         self._inflight[job_id] = _InFlight(
-            job_id, token, slot, ctx, cancel_event, timeout, gate
+            job_id, token, slot, ctx, cancel_event, timeout, gate, created_us=started.created_us
         )
         slot.held.add(job_id)
         slot.pending.append(Attempt(ctx, started.record, token, gate))

@@ -83,6 +83,7 @@ class Started:
         params_text: its parameters, as JSON text.
         attempt: 1 for the first attempt, then one more per retry.
         timeout_s: the time limit the job asked for, or None.
+        created_us: when the job was created (µs since the epoch).
         record: its stored record as claimed (Queued or Retrying), opaque outside the store;
             ``running_job`` makes the Job the executor sees from it.
     """
@@ -92,6 +93,7 @@ class Started:
     params_text: str
     attempt: int
     timeout_s: float | None
+    created_us: int
     record: dict[str, Any]
 
 
@@ -247,7 +249,7 @@ def claim(
             out.again = True  # its slot is still free for the next job in line
             continue
         out.started.append(Started(JobId(job_id), TYPE_OF_PREFIX[job_id[:2]], rec["p"],
-                                   rec["rc"] + 1, rec.get("to"), rec))
+                                   rec["rc"] + 1, rec.get("to"), rec["c"], rec))
     return out
 
 

@@ -8,13 +8,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from .._runtime_lock import runtime_pid
 from ..ids import JobType
-from ..manager import JobManager
+from ..manager import Histogram, JobManager
 from ..model import JobStatus
 from ..store import JobStore
 from . import queries
@@ -94,6 +98,31 @@ class StoreCollector(Collector):
             f"{PREFIX}_actor_restarts",
             "Executor actors restarted after a crash or a timeout since the runtime started.",
             value=stats.actor_restarts)
+        attempts = CounterMetricFamily(
+            f"{PREFIX}_attempts", "Attempts recorded since the runtime started, by type and "
+            "outcome.", labels=["type", "outcome"])
+        for (job_type, outcome), n in sorted(stats.attempts.items(),
+                                             key=lambda item: (item[0][0].value, item[0][1])):
+            attempts.add_metric([job_type.value, outcome], n)
+        yield attempts
+        for name, doc, hist in (
+            ("attempt_duration_seconds", "How long attempts ran, start to result.",
+             stats.attempt_seconds),
+            ("start_latency_seconds", "From a job's creation to its first attempt's start.",
+             stats.start_latency_seconds),
+            ("commit_duration_seconds", "How long each group commit took, fsync included.",
+             stats.commit_seconds),
+            ("commit_batch_writes", "Job records written by each group commit.",
+             stats.commit_writes),
+        ):
+            if hist is not None:
+                yield _histogram(f"{PREFIX}_{name}", doc, hist)
+
+
+def _histogram(name: str, doc: str, hist: Histogram) -> Metric:
+    buckets = [("+Inf" if bound == float("inf") else repr(float(bound)), count)
+               for bound, count in zip(hist.bounds, hist.counts, strict=True)]
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=hist.total)
 
 
 def metrics_registry(store: JobStore, manager: JobManager | None = None) -> CollectorRegistry:

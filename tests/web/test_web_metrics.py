@@ -16,7 +16,7 @@ from runtime_support import Gate, ScriptedExecutor
 from starlette.testclient import TestClient
 from web_support import EXPECTED_COUNTS, TOKEN, Filled
 
-from kalam_actors import JobStatus, JobType, open_job_manager
+from kalam_actors import JobDecision, JobStatus, JobType, open_job_manager
 from kalam_actors.web import WebConfigError, create_app, web_task
 
 
@@ -99,3 +99,35 @@ async def test_the_manager_and_the_path_must_agree(tmp_path: Path, filled: Fille
         with pytest.raises(WebConfigError, match="not the store of the manager"):
             create_app(filled.root, manager=manager)
         assert create_app(tmp_path, manager=manager).state.store is manager.store
+
+
+async def test_attempts_and_latencies_are_in_metrics(tmp_path: Path) -> None:
+    # Given a runtime that ran three jobs: one completed, one retried then failed, one skipped
+    executor = ScriptedExecutor(JobType.FLUSH, script=[JobDecision.completed("ok")])
+    retrying = ScriptedExecutor(JobType.COMPACT,
+                                script=[JobDecision.retry("again", backoff_ms=0),
+                                        JobDecision.failed("no")])
+    skipping = ScriptedExecutor(JobType.RETENTION, script=[JobDecision.skipped("nothing")])
+    async with open_job_manager(tmp_path / "jobs", executors=[executor, retrying, skipping],
+                                durable=False) as manager, trio.open_nursery() as nursery:
+        for job_type in (JobType.FLUSH, JobType.COMPACT, JobType.RETENTION):
+            await manager.wait_job(await manager.create_job(job_type, {}))
+        url = await nursery.start(partial(web_task, None, host="127.0.0.1", port=0,
+                                          manager=manager))
+        async with httpx2.AsyncClient(base_url=url) as http:
+            got = samples((await http.get("/metrics")).text)
+        nursery.cancel_scope.cancel()
+    # Then /metrics counts each attempt by type and outcome
+    attempts = {(s.labels["type"], s.labels["outcome"]): s.value
+                for s in got["kalam_actors_attempts_total"]}
+    assert attempts == {("Flush", "completed"): 1, ("Compact", "retry"): 1,
+                        ("Compact", "failed"): 1, ("Retention", "skipped"): 1}
+    # And its histograms saw every attempt, every first start and every commit
+    assert got["kalam_actors_attempt_duration_seconds_count"][0].value == 4
+    assert got["kalam_actors_start_latency_seconds_count"][0].value == 3
+    commits = got["kalam_actors_commits_total"][0].value
+    assert got["kalam_actors_commit_duration_seconds_count"][0].value == commits
+    writes = got["kalam_actors_commit_batch_writes_sum"][0].value
+    assert writes == got["kalam_actors_state_changes_total"][0].value
+    buckets = got["kalam_actors_commit_batch_writes_bucket"]
+    assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == commits
