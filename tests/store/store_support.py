@@ -3,7 +3,8 @@
 A backend is a :class:`Backend`: how to open an empty store in a folder, plus the two things
 the contract cannot do through its own API — damage one stored record, and take a snapshot of
 everything stored (to show that a refused change wrote nothing, indexes included). Adding a
-backend is one entry in :data:`BACKENDS`.
+backend is one entry in :data:`BACKENDS`. A backend that needs a server says why it cannot run
+here (``skip_reason``) and its tests skip with that reason.
 
 Every helper drives the store through the contract only: the verbs and :class:`StoreTxn`
 methods inside ``store.write``, and :class:`JobStore`'s reads.
@@ -13,9 +14,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
+
+import orjson
 
 from kalam_actors import JobDecision, JobExecutor, JobFilter, JobId, JobStatus, JobStore, JobType
 from kalam_actors.model import RetryPolicy
@@ -39,12 +44,14 @@ class Backend:
             executors given and asking them whether their jobs may be cancelled.
         corrupt: replace the stored form of a job's record with these bytes.
         snapshot: everything the store holds, comparable with ``==``.
+        skip_reason: why the backend cannot run here (no server), or None.
     """
 
     name: str
     open: Callable[[Path, Iterable[JobExecutor]], JobStore]
     corrupt: Callable[[JobStore, str, bytes], None]
     snapshot: Callable[[JobStore], object]
+    skip_reason: str | None = None
 
 
 # --------------------------------------------------------------------------- LMDB
@@ -74,7 +81,97 @@ def _lmdb_snapshot(store: JobStore) -> dict[bytes, list[tuple[bytes, bytes]]]:
 
 LMDB = Backend("lmdb", _lmdb_open, _lmdb_corrupt, _lmdb_snapshot)
 
-BACKENDS: Sequence[Backend] = [LMDB]
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+#: The server the PostgreSQL tests use: this machine's (socket, trust auth) unless told.
+POSTGRES_URL: Final = os.environ.get("KALAM_TEST_POSTGRES_URL", "postgresql:///test")
+#: Schemas the tests made, dropped at the end of the session (conftest.py).
+PG_SCHEMAS: set[str] = set()
+
+
+def postgres_unavailable() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None when the server answers."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'psycopg[binary]')"
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            pass
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return (f"no PostgreSQL server at {POSTGRES_URL} ({first_line}); set "
+                "KALAM_TEST_POSTGRES_URL to use another")
+    return None
+
+
+def pg_schema(path: Path) -> str:
+    """The schema of the store "in" ``path``: one per test folder, so tests never meet (one
+    left by an earlier session that was killed is dropped on first use)."""
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    schema = f"kalam_test_{digest}"
+    if schema not in PG_SCHEMAS:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        PG_SCHEMAS.add(schema)
+    return schema
+
+
+def _pg_open(path: Path, executors: Iterable[JobExecutor] = ()) -> JobStore:
+    from kalam_actors.store._postgres import open_pg_store
+
+    # Not durable (asynchronous commits), as the LMDB stores here: they are thrown away.
+    return open_pg_store(POSTGRES_URL, schema=pg_schema(path), executors=executors,
+                         durable=False)
+
+
+def _pg_schema_of(store: JobStore) -> str:
+    schema: str = store.schema  # type: ignore[attr-defined]
+    return schema
+
+
+def _pg_corrupt(store: JobStore, job_id: str, raw: bytes) -> None:
+    """A row is not bytes: its damage is a record layout version no code writes (the
+    version the bytes name, for a record "from a newer version"; -1 for garbage)."""
+    import psycopg
+
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = None
+    version = payload.get("v") if isinstance(payload, dict) else None
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'UPDATE "{_pg_schema_of(store)}".jobs SET v = %s WHERE id = %s',
+                     (version if isinstance(version, int) else -1, job_id))
+
+
+def _pg_snapshot(store: JobStore) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the store's schema, sorted; the counts as their sums."""
+    import psycopg
+
+    schema = _pg_schema_of(store)
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        tables = [row[0] for row in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (schema,))]
+        for table in tables:
+            if table == "kalam_counts":
+                sql = (f'SELECT status, job_type, sum(n) FROM "{schema}".kalam_counts '
+                       "GROUP BY 1, 2 HAVING sum(n) <> 0")
+            else:
+                sql = f'SELECT * FROM "{schema}"."{table}"'
+            out[table] = sorted(conn.execute(sql).fetchall(), key=repr)
+    return out
+
+
+POSTGRES = Backend("postgres", _pg_open, _pg_corrupt, _pg_snapshot,
+                   skip_reason=postgres_unavailable())
+
+BACKENDS: Sequence[Backend] = [LMDB, POSTGRES]
 
 
 # --------------------------------------------------------------------------- helpers
