@@ -32,6 +32,7 @@ __all__ = [
     "DataDir",
     "enable_logs",
     "load_plugin",
+    "os_reason",
     "runtime_executors",
 ]
 
@@ -67,6 +68,11 @@ def enable_logs(level: str | None) -> None:
                    format="{time:HH:mm:ss.SSS} {level: <7} {message}")
 
 
+def os_reason(exc: OSError) -> str:
+    """What an OSError says, without its errno number: ``"Read-only file system"``."""
+    return exc.strerror or str(exc)
+
+
 class DataDir:
     """The layout of a data directory: ``jobs`` (job store) and ``engine`` (storage engine)."""
 
@@ -76,13 +82,22 @@ class DataDir:
         self.engine = self.root / "engine"
         self.policy_file = self.root / "maintenance.json"
 
+    def require_dir(self) -> DataDir:
+        """Raise CliError (exit 2) unless the data directory exists and is a directory."""
+        if self.root.is_dir():
+            return self
+        if self.root.exists():
+            raise CliError(f"{self.root} is a file, not a data directory (pass --data DIR "
+                           f"naming a directory)")
+        raise CliError(
+            f"data directory {self.root} does not exist (pass --data DIR, set "
+            f"${DATA_ENV}, or create one with `kalam-actors run --data DIR --create`)"
+        )
+
     def require(self) -> DataDir:
         """Raise CliError (exit 2) unless the directory and its job store exist."""
-        if not self.root.is_dir():
-            raise CliError(
-                f"data directory {self.root} does not exist (pass --data DIR, set "
-                f"${DATA_ENV}, or create one with `kalam-actors run --data DIR --create`)"
-            )
+        self.require_dir()
+        self.check_folder(self.jobs, "the job store")
         if not (self.jobs / "jobs.lmdb").is_dir():
             raise CliError(
                 f"{self.root} holds no job store ({self.jobs} is missing); "
@@ -90,10 +105,65 @@ class DataDir:
             )
         return self
 
+    def prepare(self, *, create: bool, command: str) -> DataDir:
+        """Check a data directory the command is about to write (``run``, ``demo``): made
+        when missing if ``create``; its ``jobs`` and ``engine`` are folders, if present; and
+        it can be written.
+
+        Raises:
+            CliError: exit 2 for a path that is a file or a missing directory without
+                ``create``; exit 1 when it cannot be made or written (a read-only file
+                system, no permission).
+        """
+        if not self.root.is_dir():
+            if self.root.exists():
+                raise CliError(f"{self.root} is a file, not a data directory (pass --data DIR "
+                               f"naming a directory)")
+            if not create:
+                raise CliError(f"data directory {self.root} does not exist (pass --create to "
+                               f"make it)")
+            try:
+                self.root.mkdir(parents=True)
+            except OSError as exc:
+                raise CliError(f"cannot create data directory {self.root}: {os_reason(exc)}",
+                               EXIT_FAILED) from exc
+        self.check_folder(self.jobs, "the job store")
+        self.check_folder(self.engine, "the storage engine")
+        self.require_writable(command)
+        return self
+
+    def require_writable(self, command: str, *paths: Path,
+                         what: str = "the job store and the engine") -> None:
+        """Raise CliError (exit 1) when ``paths`` (default: the data directory, its job store
+        and engine) cannot be written, naming why (a read-only file system, no permission)."""
+        for path in paths or (self.root, self.jobs, self.engine):
+            if path.is_dir() and not os.access(path, os.W_OK):
+                raise CliError(
+                    f"cannot write to {path} ({_access_reason(path)}): `{command}` writes "
+                    f"{what}; `jobs list`, `jobs show` and `stats` still read it", EXIT_FAILED)
+
+    @staticmethod
+    def check_folder(path: Path, what: str) -> None:
+        """Raise CliError (exit 2) when ``path`` exists and is not a folder."""
+        if path.exists() and not path.is_dir():
+            raise CliError(f"{path} is a file, not a folder: it should hold {what} (move the "
+                           f"file away, or pick another data directory)")
+
     def runtime_pid(self) -> int | None:
         """The pid of the runtime that owns the store; -1 when one does but its pid cannot
         be read; None when none runs."""
         return _runtime_lock.runtime_pid(self.jobs)
+
+
+def _access_reason(path: Path) -> str:
+    """Why ``path`` cannot be written: ``os.access`` says only yes or no."""
+    try:
+        probe = os.statvfs(path)
+    except OSError as exc:
+        return os_reason(exc)
+    if probe.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    return "permission denied"
 
 
 def load_plugin(spec: str) -> Callable[..., Any]:

@@ -1,7 +1,9 @@
 """The ``kalam-actors`` command: see, steer and run the jobs of a storage engine.
 
 Every listing reads the ``system.jobs`` view (``JobStore.system_jobs()``), so it works from any
-process, also while ``kalam-actors run`` owns the store.
+process, also while ``kalam-actors run`` owns the store, and on a read-only file system. The
+``tables``, ``rows`` and ``users`` commands put sample data into the reference engine, so
+that every job type can be tried from the shell.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn, cast
 
+import lmdb
 import orjson
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from . import __version__
 from ._cli_common import (
     DATA_ENV,
     EXIT_CONFLICT,
@@ -34,6 +38,7 @@ from ._cli_common import (
     CliError,
     DataDir,
     enable_logs,
+    os_reason,
     runtime_executors,
 )
 from .errors import (
@@ -58,7 +63,7 @@ from .live import (
     make_console,
     table_columns,
 )
-from .model import JobFilter, JobRow, JobStatus
+from .model import Job, JobFilter, JobRow, JobStatus
 
 __all__ = [
     "EXIT_CONFLICT",
@@ -77,22 +82,32 @@ data directory (--data DIR, or ${DATA_ENV}):
   DIR/engine    the storage engine (hot rows in LMDB, Parquet segments)
   DIR/maintenance.json   optional per-table schedules for `run` (see `run --help`)
   Commands other than `demo` and `run --create` refuse a data directory that does not exist.
+  `jobs list`, `jobs show`, `jobs watch` and `stats` only read: they work on a read-only
+  file system.
 
 exit codes:
   0  ok
-  1  a job or the runtime failed (also: cancel refused, job already finished)
-  2  bad usage or input (bad JSON, unknown type or status, malformed id, missing data dir)
-  3  idempotency conflict: an active job holds the key (its id is printed)
-  4  not found (no job with that id)
+  1  a job or the runtime failed (also: cancel refused, job already finished, the data
+     directory cannot be written)
+  2  bad usage or input (bad JSON, unknown type or status, malformed id, bad name, a missing
+     data directory or a file in its place)
+  3  conflict: an active job holds the idempotency key (its id is printed), or the table or
+     user exists already
+  4  not found (no job with that id, no such table or user)
   5  store locked: another runtime owns the job store
 
-examples:
-  kalam-actors demo
+try it (two terminals):
   kalam-actors run --data ./data --create
-  kalam-actors submit Flush --data ./data \\
-      --params '{{"namespace_id": "app", "table_name": "events", "table_type": "Stream"}}'
-  kalam-actors jobs list --data ./data --status Failed --json
+  kalam-actors tables create app events --type Shared --data ./data
+  kalam-actors tables fill app events --rows 1000 --data ./data
+  kalam-actors submit Flush --data ./data --wait 10 \\
+      --params '{{"namespace_id": "app", "table_name": "events", "table_type": "Shared"}}'
+  kalam-actors jobs list --data ./data
+  kalam-actors demo          (every job type on sample tables, in a temporary folder)
 """
+
+SEE_ALSO: Final = "the data directory, exit codes and examples: kalam-actors --help"
+JSON_HELP: Final = "print JSON (one object per line) instead of a table"
 
 
 def exit_code_of(exc: BaseException) -> int:
@@ -103,6 +118,14 @@ def exit_code_of(exc: BaseException) -> int:
         return EXIT_CONFLICT
     if isinstance(exc, JobNotFound):
         return EXIT_NOT_FOUND
+    from .storage import TableExists, TableNotFound, UserExists, UserNotFound, WrongTableType
+
+    if isinstance(exc, (TableNotFound, UserNotFound)):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, (TableExists, UserExists)):
+        return EXIT_CONFLICT
+    if isinstance(exc, WrongTableType):
+        return EXIT_USAGE
     if isinstance(exc, StoreLocked):
         return EXIT_LOCKED
     if isinstance(exc, (InvalidParams, UnknownJobType)):
@@ -147,12 +170,17 @@ def validators(data: DataDir | None = None) -> list[JobExecutor]:
 
 
 @contextlib.contextmanager
-def open_store(data: DataDir, *, validate: bool = False) -> Iterator[Any]:
+def open_store(data: DataDir, *, validate: bool = False,
+               writes: str | None = None) -> Iterator[Any]:
     """The job store of an existing data directory, for reading and submitting (``validate``:
-    check new jobs with the built-in executors, which imports them)."""
+    check new jobs with the built-in executors, which imports them). It opens read-only until
+    its first write, so reading works on a read-only file system; a command that ``writes``
+    (its name) is refused at once, in one line, where it cannot write."""
     from .store import JobStore
 
     data.require()
+    if writes is not None:
+        data.require_writable(writes, data.jobs, what="the job store")
     store = JobStore(data.jobs, executors=validators(data) if validate else [])
     try:
         yield store
@@ -220,6 +248,7 @@ def _read_rows(store: Any, args: argparse.Namespace) -> list[JobRow]:
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
+    """``jobs list``: the latest jobs as a table that fits the terminal, or JSON lines."""
     with open_store(_data_dir(args)) as store:
         rows = _read_rows(store, args)
     if args.json:
@@ -243,6 +272,7 @@ def _get_row(store: Any, job_id: str) -> JobRow:
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
+    """``jobs show ID``: one job, every column in full (or one JSON object)."""
     with open_store(_data_dir(args)) as store:
         row = _get_row(store, args.job_id)
     if args.json:
@@ -253,7 +283,8 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
-    with open_store(_data_dir(args), validate=True) as store:
+    """``jobs cancel ID``: cancel a job; a running one's verdict comes from the runtime."""
+    with open_store(_data_dir(args), validate=True, writes="jobs cancel") as store:
         job_id = JobId.parse(args.job_id)
         job = store.cancel_job(job_id, wait_s=args.wait)
         row = JobRow.from_job(job)
@@ -278,6 +309,7 @@ def _watch_rows(store: Any, limit: int) -> list[JobRow]:
 
 
 def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    """``jobs watch``: a live table (or plain lines) of the latest and active jobs."""
     console = _out(args)
     live_mode = args.view == "live" or (args.view == "auto" and console.is_terminal)
     board = JobBoard(table_limit=args.limit, title="system.jobs (Ctrl-C to stop)",
@@ -309,6 +341,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    """``stats``: job counts by type and status, and whether a runtime serves the store."""
     data = _data_dir(args)
     with open_store(data) as store:
         counts = store.counts()
@@ -329,25 +362,39 @@ def cmd_stats(args: argparse.Namespace) -> int:
             "by_type_and_status": {t: c for t, c in grid.items() if c},
         }).decode())
         return EXIT_OK
+    console = _out(args)
+    # Every status has a column where there is room; a narrow terminal gets the statuses that
+    # have jobs (up to the five that fit in 80 columns), so no header is cut.
+    statuses = [s for s in JobStatus
+                if console.width >= _STATS_FULL_WIDTH or by_status[s.value]]
+    statuses = statuses[: max(1, (console.width - 26) // 11)]
     table = Table(title=f"jobs in {data.jobs}", title_justify="left", header_style="bold")
-    table.add_column("job_type")
-    for status in JobStatus:
-        table.add_column(status.value, justify="right")
-    table.add_column("total", justify="right", style="bold")
+    table.add_column("job_type", no_wrap=True)
+    for status in statuses:
+        table.add_column(status.value, justify="right", no_wrap=True)
+    table.add_column("total", justify="right", style="bold", no_wrap=True)
     for job_type in JobType:
         cells = grid[job_type.value]
-        table.add_row(job_type.value, *(str(cells.get(s.value, 0) or "") for s in JobStatus),
+        table.add_row(job_type.value, *(str(cells.get(s.value, 0) or "") for s in statuses),
                       str(by_type[job_type.value]))
-    table.add_row("total", *(str(by_status[s.value]) for s in JobStatus),
+    table.add_row("total", *(str(by_status[s.value]) for s in statuses),
                   str(sum(by_status.values())), style="bold")
-    console = _out(args)
     console.print(table)
+    left_out = [f"{s.value} {by_status[s.value]}" for s in JobStatus
+                if s not in statuses and by_status[s.value]]
+    if left_out:
+        console.print(f"also: {', '.join(left_out)} (a wider terminal shows them by type)",
+                      highlight=False)
     if pid is None:
         state = "not running"
     else:
         state = f"running (pid {pid})" if pid > 0 else "running (pid unknown)"
     console.print(f"runtime: {state}", highlight=False)
     return EXIT_OK
+
+
+_STATS_FULL_WIDTH: Final = 112
+"""From this width ``stats`` has a column for every status."""
 
 
 # --------------------------------------------------------------------------- submit
@@ -367,8 +414,15 @@ def _params_text(value: str) -> str:
     return value
 
 
+def _no_runtime_hint(data: DataDir) -> str:
+    return (f"no runtime serves {data.root}: the job waits as New until one starts; start one "
+            f"with `kalam-actors run --data {data.root}` (in another terminal)")
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    with open_store(_data_dir(args), validate=True) as store:
+    """``submit TYPE --params JSON``: store a New job, print its id; ``--wait`` for its end."""
+    data = _data_dir(args)
+    with open_store(data, validate=True, writes="submit") as store:
         try:
             job_id = store.create_job(
                 args.job_type,
@@ -379,9 +433,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             )
         except IdempotentConflict as exc:
             _print_line(args, exc.existing_job_id)
-            _err(args).print(f"kalam-actors: conflict: {exc}", markup=False, highlight=False)
+            _err(args).print(f"kalam-actors: conflict: {exc}", markup=False, highlight=False,
+                             soft_wrap=True)
             return EXIT_CONFLICT
         _print_line(args, job_id)
+        if data.runtime_pid() is None:
+            _err(args).print(f"kalam-actors: note: {_no_runtime_hint(data)}", markup=False,
+                             highlight=False, soft_wrap=True)
         if args.wait is None:
             return EXIT_OK
         deadline = time.monotonic() + args.wait
@@ -391,28 +449,299 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if job.status.is_terminal:
                 break
             if time.monotonic() >= deadline:
-                raise CliError(f"[{job_id}] still {job.status.value} after {args.wait:g} s",
-                               EXIT_FAILED)
+                raise CliError(_still_waiting(data, job, args.wait), EXIT_FAILED)
             time.sleep(0.05)  # polling another process's progress
     _err(args).print(f"[{job_id}] {job.status.value}: {job.message or ''}", markup=False,
-                     highlight=False)
+                     highlight=False, soft_wrap=True)
+    hint = _missing_table_hint(job, data)
+    if hint:
+        _err(args).print(hint, markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK if job.status in (JobStatus.COMPLETED, JobStatus.SKIPPED) else EXIT_FAILED
+
+
+def _missing_table_hint(job: Job, data: DataDir) -> str | None:
+    """For a job that found no table: how to make one from the shell."""
+    params = job.params
+    if job.status is not JobStatus.SKIPPED or "does not exist" not in (job.message or ""):
+        return None
+    if not {"namespace_id", "table_name", "table_type"} <= set(params):
+        return None
+    return (f"make it with: kalam-actors tables create {params['namespace_id']} "
+            f"{params['table_name']} --type {params['table_type']} --data {data.root}")
+
+
+def _still_waiting(data: DataDir, job: Job, waited: float) -> str:
+    """Why ``submit --wait`` gave up on a job that has not ended, and what to do."""
+    text = f"[{job.job_id}] still {job.status.value} after {waited:g} s"
+    pid = data.runtime_pid()
+    if job.status is JobStatus.NEW and pid is None:
+        return f"{text}: {_no_runtime_hint(data)}"
+    if job.status is JobStatus.NEW:
+        holder = f"pid {pid}" if pid and pid > 0 else "another process"
+        return (f"{text}: the runtime ({holder}) has not taken it yet (is it busy? see "
+                f"`kalam-actors stats --data {data.root}`)")
+    return (f"{text}; it goes on in the runtime: `kalam-actors jobs watch --data {data.root}` "
+            f"follows it")
+
+
+# --------------------------------------------------------------------------- tables
+
+@contextlib.contextmanager
+def open_engine(data: DataDir, *, writes: str | None = None) -> Iterator[Any]:
+    """The storage engine of an existing data directory (``DIR/engine``, made on the first
+    write). A command that ``writes`` (its name) is refused at once, in one line, where it
+    cannot write; one that only reads gets None when there is no engine yet."""
+    from .storage import Engine
+
+    data.require_dir()
+    data.check_folder(data.engine, "the storage engine")
+    if writes is not None:
+        data.require_writable(writes, data.root, data.engine, what="the storage engine")
+    elif not (data.engine / "engine.lmdb").is_dir():
+        yield None
+        return
+    engine = _open_engine_at(Engine, data)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def _names(args: argparse.Namespace) -> tuple[str, str]:
+    """The namespace and table of a command, checked by the engine's own rule before anything
+    is opened: a name is an identifier, so no path can hide in one."""
+    from .storage.names import check_name
+
+    return check_name(args.namespace, "namespace"), check_name(args.table, "table name")
+
+
+def _user(value: str | None) -> str | None:
+    from .storage.names import check_name
+
+    return None if value is None else check_name(value, "user id")
+
+
+def _user_id(value: str) -> str:
+    from .storage.names import check_name
+
+    return check_name(value, "user id")
+
+
+def _require_table(engine: Any, namespace: str, table: str) -> Any:
+    from .storage import TableNotFound
+
+    info = None if engine is None else engine.table_info(namespace, table)
+    if info is None:
+        raise TableNotFound(f"{namespace}:{table}")
+    return info
+
+
+def _table_json(info: Any, stats: Any) -> dict[str, Any]:
+    return {"namespace": info.namespace, "table": info.name,
+            "table_type": info.table_type.value, "primary_key": info.primary_key,
+            "ttl_seconds": info.ttl_seconds, "options": info.options, **stats.to_dict()}
+
+
+def cmd_tables_list(args: argparse.Namespace) -> int:
+    """``tables list``: every table of the engine with its hot rows and segments."""
+    from .storage.names import check_name
+
+    namespace = None if args.namespace is None else check_name(args.namespace, "namespace")
+    with open_engine(_data_dir(args)) as engine:
+        tables = [] if engine is None else [(info, engine.table_stats(info.namespace, info.name))
+                                            for info in engine.list_tables(namespace)]
+    if args.json:
+        for info, stats in tables:
+            _print_line(args, orjson.dumps(_table_json(info, stats)).decode())
+        return EXIT_OK
+    if not tables:
+        _err(args).print("no tables (make one with `kalam-actors tables create NS TABLE "
+                         "--type Shared`)", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_OK
+    table = Table(title=f"tables ({len(tables)})", title_justify="left", header_style="bold",
+                  pad_edge=False, box=None)
+    for column in ("table", "type", "pk", "ttl_s", "hot_rows", "segments", "cold_rows"):
+        right = column in ("ttl_s", "hot_rows", "segments", "cold_rows")
+        table.add_column(column, justify="right" if right else "left",
+                         no_wrap=column != "table", overflow="fold")
+    for info, stats in tables:
+        table.add_row(info.table_id, info.table_type.value, info.primary_key,
+                      "" if info.ttl_seconds is None else str(info.ttl_seconds),
+                      str(stats.hot_rows), str(stats.segments), str(stats.cold_rows))
+    _out(args).print(table)
+    return EXIT_OK
+
+
+def _params_hint(info: Any) -> str:
+    return orjson.dumps({"namespace_id": info.namespace, "table_name": info.name,
+                         "table_type": info.table_type.value}).decode()
+
+
+def cmd_tables_create(args: argparse.Namespace) -> int:
+    """``tables create NS TABLE --type T``: create a table (names checked first)."""
+    from .storage import check_table_spec
+
+    options = None
+    if args.options is not None:
+        try:
+            options = orjson.loads(_params_text(args.options))
+        except orjson.JSONDecodeError as exc:
+            raise CliError(f"--options is not valid JSON: {exc}") from exc
+    # The engine's own check, before the engine is opened (or made): nothing is written for
+    # a bad name, type, key, ttl or options.
+    spec = check_table_spec(args.namespace, args.table, args.type, primary_key=args.pk,
+                            ttl_seconds=args.ttl, options=options)
+    data = _data_dir(args)
+    with open_engine(data, writes="tables create") as engine:
+        info = engine.create_table(spec.namespace, spec.name, spec.table_type,
+                                   primary_key=spec.primary_key, ttl_seconds=spec.ttl_seconds,
+                                   options=spec.options)
+    _print_line(args, f"created {info.table_type.value} table {info.table_id}")
+    user = " --user u1" if info.table_type.value == "User" else ""
+    _err(args).print(
+        f"next: kalam-actors tables fill {info.namespace} {info.name} --rows 100{user} "
+        f"--data {data.root}", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def cmd_tables_drop(args: argparse.Namespace) -> int:
+    """``tables drop NS TABLE``: drop a table, its rows and its files, now."""
+    namespace, name = _names(args)
+    with open_engine(_data_dir(args), writes="tables drop") as engine:
+        _require_table(engine, namespace, name)
+        result = engine.drop_table_data(namespace, name, keep_metadata=False)
+    _print_line(args, f"dropped table {namespace}:{name} ({result.hot_rows} hot rows, "
+                      f"{result.files} segment files)")
+    return EXIT_OK
+
+
+def _sample_rows(info: Any, first: int, count: int) -> Iterator[dict[str, Any]]:
+    for i in range(first, first + count):
+        yield {info.primary_key: i, "name": f"row {i}", "value": (i * 7919) % 1000}
+
+
+def cmd_tables_fill(args: argparse.Namespace) -> int:
+    """``tables fill NS TABLE --rows N``: write sample rows (per ``--user`` in User tables)."""
+    namespace, name = _names(args)
+    users = [_user_id(u) for u in args.user or []]
+    data = _data_dir(args)
+    with open_engine(data, writes="tables fill") as engine:
+        info = _require_table(engine, namespace, name)
+        if info.table_type.value == "User" and not users:
+            raise CliError(f"{info.table_id} is a User table: its rows belong to users; pass "
+                           f"--user ID (repeat for several users)")
+        if info.table_type.value != "User" and users:
+            raise CliError(f"{info.table_id} is a {info.table_type.value} table: --user "
+                           f"applies to User tables only")
+        written = 0
+        owners: list[str | None] = list(users) or [None]
+        for owner in owners:
+            for start in range(args.start, args.start + args.rows, _FILL_BATCH):
+                count = min(_FILL_BATCH, args.start + args.rows - start)
+                written += engine.insert_many(namespace, name,
+                                              _sample_rows(info, start, count), user_id=owner)
+        stats = engine.table_stats(namespace, name)
+    per_user = f" for {len(users)} user(s)" if users else ""
+    _print_line(args, f"wrote {written} rows into {info.table_id}{per_user}; it holds "
+                      f"{stats.hot_rows} hot rows")
+    _err(args).print(f"next: kalam-actors submit Flush --params '{_params_hint(info)}' "
+                     f"--data {data.root}", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+_FILL_BATCH: Final = 10_000
+
+
+def _pk(text: str) -> int | str:
+    """A primary key from the command line: a whole number if it reads as one."""
+    stripped = text.strip()
+    if stripped.lstrip("-").isdigit():
+        return int(stripped)
+    return text
+
+
+def cmd_rows_put(args: argparse.Namespace) -> int:
+    """``rows put NS TABLE JSON``: write a row or an array of rows."""
+    namespace, name = _names(args)
+    user = _user(args.user)
+    try:
+        value = orjson.loads(_params_text(args.rows))
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"rows are not valid JSON: {exc}") from exc
+    rows = value if isinstance(value, list) else [value]
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        raise CliError("rows must be a JSON object or a non-empty array of objects")
+    with open_engine(_data_dir(args), writes="rows put") as engine:
+        _require_table(engine, namespace, name)
+        written = engine.insert_many(namespace, name, rows, user_id=user)
+    _print_line(args, f"wrote {written} row(s) into {namespace}:{name}")
+    return EXIT_OK
+
+
+def cmd_rows_delete(args: argparse.Namespace) -> int:
+    """``rows delete NS TABLE PK...``: soft-delete rows by primary key."""
+    namespace, name = _names(args)
+    user = _user(args.user)
+    with open_engine(_data_dir(args), writes="rows delete") as engine:
+        _require_table(engine, namespace, name)
+        deleted = sum(bool(engine.delete(namespace, name, _pk(pk), user_id=user))
+                      for pk in args.pk)
+    missing = len(args.pk) - deleted
+    note = f"; {missing} had no live row" if missing else ""
+    _print_line(args, f"soft-deleted {deleted} row(s) of {namespace}:{name}{note} (a "
+                      f"Retention job purges them)")
+    return EXIT_OK
+
+
+def cmd_rows_list(args: argparse.Namespace) -> int:
+    """``rows list NS TABLE``: the live rows, one JSON object a line."""
+    namespace, name = _names(args)
+    user = _user(args.user)
+    with open_engine(_data_dir(args)) as engine:
+        _require_table(engine, namespace, name)
+        rows = engine.scan(namespace, name, user_id=user)
+    shown = rows[: args.limit] if args.limit else rows
+    for row in shown:
+        _print_line(args, orjson.dumps(row).decode())
+    if len(shown) < len(rows):
+        _err(args).print(f"({len(rows) - len(shown)} more; --limit 0 for all)", markup=False,
+                         highlight=False)
+    return EXIT_OK
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    """``users create ID NAME``: create a user."""
+    user_id = _user_id(args.user_id)
+    with open_engine(_data_dir(args), writes="users create") as engine:
+        user = engine.create_user(user_id, args.username)
+    _print_line(args, f"created user {user.user_id} ({user.username})")
+    return EXIT_OK
+
+
+def cmd_users_delete(args: argparse.Namespace) -> int:
+    """``users delete ID``: soft-delete a user (UserCleanup removes it)."""
+    user_id = _user_id(args.user_id)
+    data = _data_dir(args)
+    with open_engine(data, writes="users delete") as engine:
+        user = engine.delete_user(user_id)
+    params = orjson.dumps({"user_id": user.user_id, "username": user.username,
+                           "cascade": True}).decode()
+    _print_line(args, f"soft-deleted user {user.user_id} ({user.username})")
+    _err(args).print(f"next: kalam-actors submit UserCleanup --params '{params}' --data "
+                     f"{data.root}", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- run
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``run``: serve the data directory until SIGINT/SIGTERM (see ``run --help``)."""
     import trio
 
     from .maintenance import MaintenancePolicy, maintenance_schedules
 
-    data = _data_dir(args)
-    if not data.root.is_dir():
-        if not args.create:
-            raise CliError(f"data directory {data.root} does not exist (pass --create to make "
-                           f"it)")
-        data.root.mkdir(parents=True)
+    data = _data_dir(args).prepare(create=args.create, command="run")
     policy = MaintenancePolicy.load(
         data.policy_file if data.policy_file.exists() else None,
         flush_row_limit=args.flush_row_limit,
@@ -428,7 +757,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .store import JobStore
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            engine = Engine.open(data.engine)
+            engine = _open_engine_at(Engine, data)
             try:
                 with JobStore(data.jobs) as store:
                     executors = runtime_executors(engine, store, args.plugin)
@@ -465,10 +794,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(f"runtime failed: {exc}", EXIT_FAILED) from exc
 
 
+def _open_engine_at(engine_class: Any, data: DataDir) -> Any:
+    """``Engine.open`` on the data directory's engine, its failures as one line."""
+    try:
+        return engine_class.open(data.engine)
+    except (OSError, lmdb.Error) as exc:
+        reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        raise CliError(f"cannot open the storage engine at {data.engine}: {reason}",
+                       EXIT_FAILED) from exc
+
+
 # --------------------------------------------------------------------------- demo
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``demo``: every job type on sample tables, with a live view (see :mod:`.demo`)."""
     from .demo import run_demo
 
     console = _out(args)
@@ -536,6 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=fmt,
     )
+    parser.add_argument("--version", action="version", version=f"kalam-actors {__version__}")
     data = _Parser(add_help=False)
     data.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS,
                       help=f"the data directory (default: ${DATA_ENV})")
@@ -545,7 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     demo = sub.add_parser(
-        "demo", parents=[data], formatter_class=fmt, epilog=EPILOG,
+        "demo", parents=[data], formatter_class=fmt, epilog=SEE_ALSO,
         help="run all eight job types on sample tables, with a live view",
         description=_wrap(
             "Open an engine and a job store in DIR (a fresh temporary folder by default, "
@@ -565,7 +906,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser(
-        "run", parents=[data], formatter_class=fmt, epilog=EPILOG,
+        "run", parents=[data], formatter_class=fmt, epilog=SEE_ALSO,
         help="run the job runtime on a data directory until SIGINT/SIGTERM",
         description=_wrap(
             "Run the runtime: execute submitted jobs and the maintenance schedules (flush by "
@@ -603,7 +944,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     submit = sub.add_parser(
-        "submit", parents=[data], formatter_class=fmt, epilog=EPILOG,
+        "submit", parents=[data], formatter_class=fmt, epilog=SEE_ALSO,
         help="submit a job and print its id",
         description=_wrap(
             "Submit a job to the store (a running runtime picks it up within its poll "
@@ -624,7 +965,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or was Skipped, 1 otherwise")
     submit.set_defaults(func=cmd_submit)
 
-    jobs = sub.add_parser("jobs", formatter_class=fmt, epilog=EPILOG,
+    jobs = sub.add_parser("jobs", formatter_class=fmt, epilog=SEE_ALSO,
                           help="list, show, cancel and watch jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=_Parser)
     jobs_sub.required = True
@@ -641,19 +982,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     jl = jobs_sub.add_parser("list", parents=[data, filters], formatter_class=fmt,
                              help="the system.jobs view as a table (or JSON lines)",
-                             epilog=EPILOG)
+                             epilog=SEE_ALSO)
     jl.add_argument("--json", action="store_true",
-                    help="one JSON object per job with the system.jobs columns")
+                    help="one JSON object per job with the system.jobs columns (parameters "
+                         "and progress as objects)")
     jl.set_defaults(func=cmd_jobs_list)
 
     js = jobs_sub.add_parser("show", parents=[data], help="one job, every column in full",
-                             formatter_class=fmt, epilog=EPILOG)
+                             formatter_class=fmt, epilog=SEE_ALSO)
     js.add_argument("job_id", metavar="ID")
-    js.add_argument("--json", action="store_true")
+    js.add_argument("--json", action="store_true",
+                    help="the job as one JSON object with the system.jobs columns")
     js.set_defaults(func=cmd_jobs_show)
 
     jc = jobs_sub.add_parser("cancel", parents=[data], help="cancel a job",
-                             formatter_class=fmt, epilog=EPILOG,
+                             formatter_class=fmt, epilog=SEE_ALSO,
                              description=_wrap(
                                  "Cancel a job. New, Queued and Retrying jobs end Cancelled at "
                                  "once; for a Running job the runtime asks its executor and "
@@ -661,16 +1004,18 @@ def build_parser() -> argparse.ArgumentParser:
     jc.add_argument("job_id", metavar="ID")
     jc.add_argument("--wait", type=_positive_float, default=10.0, metavar="S",
                     help="how long to wait for a running job's verdict (default 10)")
-    jc.add_argument("--json", action="store_true")
+    jc.add_argument("--json", action="store_true",
+                    help="the job after the cancel as one JSON object")
     jc.set_defaults(func=cmd_jobs_cancel)
 
     jw = jobs_sub.add_parser("watch", parents=[data], help="a live table that refreshes",
-                             formatter_class=fmt, epilog=EPILOG)
+                             formatter_class=fmt, epilog=SEE_ALSO)
     jw.add_argument("--interval", type=_positive_float, default=0.5, metavar="S",
                     help="refresh period (default 0.5 s)")
     jw.add_argument("--limit", type=_count, default=20, metavar="N",
                     help="show the latest N jobs and every active one (default 20)")
-    jw.add_argument("--view", choices=("auto", "live", "plain"), default="auto")
+    jw.add_argument("--view", choices=("auto", "live", "plain"), default="auto",
+                    help="a live table, or plain lines (auto: live on a terminal)")
     jw.add_argument("--until-idle", action="store_true",
                     help="exit once no job is New, Queued, Running or Retrying")
     jw.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
@@ -678,10 +1023,121 @@ def build_parser() -> argparse.ArgumentParser:
     jw.set_defaults(func=cmd_jobs_watch)
 
     st = sub.add_parser("stats", parents=[data], help="job counts by type and status",
-                        formatter_class=fmt, epilog=EPILOG)
-    st.add_argument("--json", action="store_true")
+                        formatter_class=fmt, epilog=SEE_ALSO)
+    st.add_argument("--json", action="store_true",
+                    help="one JSON object: runtime_pid, total, by_status, by_type, "
+                         "by_type_and_status")
     st.set_defaults(func=cmd_stats)
+    _add_engine_commands(sub, data, fmt)
     return parser
+
+
+def _add_engine_commands(sub: Any, data: argparse.ArgumentParser, fmt: Any) -> None:
+    """``tables``, ``rows`` and ``users``: sample data in the reference engine, to try jobs."""
+    names = _Parser(add_help=False)
+    names.add_argument("namespace", metavar="NS", help="the namespace (an identifier)")
+    names.add_argument("table", metavar="TABLE", help="the table (an identifier)")
+    user = _Parser(add_help=False)
+    user.add_argument("--user", default=None, metavar="ID",
+                      help="the owner of the rows (User tables only)")
+
+    tables = sub.add_parser(
+        "tables", formatter_class=fmt, epilog=SEE_ALSO,
+        help="list, create, fill and drop tables of the engine (DIR/engine)",
+        description=_wrap(
+            "The tables of the reference storage engine in DIR/engine, so that jobs have "
+            "something to work on. Names are identifiers (^[A-Za-z_][A-Za-z0-9_]{0,63}$). "
+            "The engine may be changed while a runtime serves the data directory.",
+            "  kalam-actors tables create app events --type Shared\n"
+            "  kalam-actors tables fill app events --rows 1000\n"
+            "  kalam-actors submit Flush --params "
+            "'{\"namespace_id\": \"app\", \"table_name\": \"events\", "
+            "\"table_type\": \"Shared\"}'"))
+    tables_sub = tables.add_subparsers(dest="tables_command", metavar="ACTION",
+                                       parser_class=_Parser)
+    tables_sub.required = True
+    tl = tables_sub.add_parser("list", parents=[data], formatter_class=fmt, epilog=SEE_ALSO,
+                               help="every table, with its hot rows and segments")
+    tl.add_argument("--namespace", default=None, metavar="NS", help="only this namespace")
+    tl.add_argument("--json", action="store_true", help=JSON_HELP)
+    tl.set_defaults(func=cmd_tables_list)
+
+    tc = tables_sub.add_parser("create", parents=[data, names], formatter_class=fmt,
+                               epilog=SEE_ALSO, help="create a table",
+                               description=_wrap(
+                                   "Create a table. User tables hold rows per user (Flush, "
+                                   "Compact and UserCleanup work per user); Shared tables "
+                                   "one set of rows; Stream tables rows that expire --ttl "
+                                   "seconds after they are written (StreamEviction)."))
+    tc.add_argument("--type", required=True, metavar="TYPE",
+                    help="User, Shared or Stream")
+    tc.add_argument("--pk", default="id", metavar="FIELD",
+                    help="the primary key field (default id)")
+    tc.add_argument("--ttl", type=int, default=None, metavar="S",
+                    help="a Stream table's row lifetime in seconds")
+    tc.add_argument("--options", default=None, metavar="JSON",
+                    help='table options, e.g. \'{"flush_row_limit": 1000}\' for `run`\'s '
+                         "schedules (a JSON object, @FILE, or - for stdin)")
+    tc.set_defaults(func=cmd_tables_create)
+
+    tf = tables_sub.add_parser("fill", parents=[data, names], formatter_class=fmt,
+                               epilog=SEE_ALSO, help="write sample rows into a table",
+                               description=_wrap(
+                                   "Write sample rows {PK: n, name, value} with keys "
+                                   "--start … --start+N-1 (an existing key gets a new "
+                                   "version). A User table needs --user; repeat it to fill "
+                                   "several users' rows."))
+    tf.add_argument("--rows", type=_count, default=100, metavar="N",
+                    help="rows to write (per user; default 100)")
+    tf.add_argument("--start", type=int, default=1, metavar="K",
+                    help="the first key (default 1)")
+    tf.add_argument("--user", action="append", default=None, metavar="ID",
+                    help="the rows' owner (User tables; repeat for several)")
+    tf.set_defaults(func=cmd_tables_fill)
+
+    td = tables_sub.add_parser("drop", parents=[data, names], formatter_class=fmt,
+                               epilog=SEE_ALSO, help="drop a table and its data now",
+                               description=_wrap(
+                                   "Drop a table, its rows and its segment files, at once. "
+                                   "(A Cleanup job with operation drop_table does the same "
+                                   "through the runtime.)"))
+    td.set_defaults(func=cmd_tables_drop)
+
+    rows = sub.add_parser("rows", formatter_class=fmt, epilog=SEE_ALSO,
+                          help="put, delete and list rows of a table")
+    rows_sub = rows.add_subparsers(dest="rows_command", metavar="ACTION", parser_class=_Parser)
+    rows_sub.required = True
+    rp = rows_sub.add_parser("put", parents=[data, names, user], formatter_class=fmt,
+                             epilog=SEE_ALSO, help="write rows (a new version of each key)")
+    rp.add_argument("rows", metavar="JSON",
+                    help="a JSON object or an array of objects (each with the primary key), "
+                         "@FILE, or - for stdin")
+    rp.set_defaults(func=cmd_rows_put)
+    rd = rows_sub.add_parser("delete", parents=[data, names, user], formatter_class=fmt,
+                             epilog=SEE_ALSO,
+                             help="soft-delete rows by primary key (Retention purges them)")
+    rd.add_argument("pk", nargs="+", metavar="PK", help="primary keys (numbers or text)")
+    rd.set_defaults(func=cmd_rows_delete)
+    rl = rows_sub.add_parser("list", parents=[data, names, user], formatter_class=fmt,
+                             epilog=SEE_ALSO, help="the live rows, one JSON object a line")
+    rl.add_argument("--limit", type=_count, default=100, metavar="N",
+                    help="at most N rows (default 100; 0 for all)")
+    rl.set_defaults(func=cmd_rows_list)
+
+    users = sub.add_parser("users", formatter_class=fmt, epilog=SEE_ALSO,
+                           help="create and soft-delete users (for UserCleanup)")
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION",
+                                     parser_class=_Parser)
+    users_sub.required = True
+    uc = users_sub.add_parser("create", parents=[data], formatter_class=fmt, epilog=SEE_ALSO,
+                              help="create a user")
+    uc.add_argument("user_id", metavar="ID", help="the user id (an identifier)")
+    uc.add_argument("username", metavar="NAME", help="the user's name")
+    uc.set_defaults(func=cmd_users_create)
+    ud = users_sub.add_parser("delete", parents=[data], formatter_class=fmt, epilog=SEE_ALSO,
+                              help="soft-delete a user (a UserCleanup job removes it)")
+    ud.add_argument("user_id", metavar="ID")
+    ud.set_defaults(func=cmd_users_delete)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -722,3 +1178,11 @@ def main(argv: Sequence[str] | None = None, *, configure_logging: bool = True) -
         args._err_console.print(f"kalam-actors: {label}: {text}", markup=False,
                                 highlight=False, soft_wrap=True)
         return code
+    except (OSError, lmdb.Error) as exc:
+        # What the checks before each write did not foresee (a disk filling up, a folder
+        # removed meanwhile): one line, not a traceback.
+        text = f"{exc.filename}: {os_reason(exc)}" if isinstance(exc, OSError) and \
+            exc.filename else (os_reason(exc) if isinstance(exc, OSError) else str(exc))
+        args._err_console.print(f"kalam-actors: error: {text}", markup=False, highlight=False,
+                                soft_wrap=True)
+        return EXIT_FAILED

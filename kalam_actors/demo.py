@@ -57,6 +57,7 @@ class DemoClock:
             return time.time() + self.offset_s
 
     def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` ahead."""
         with self._lock:
             self.offset_s += seconds
 
@@ -106,12 +107,14 @@ class Demo:
     # ------------------------------------------------------------------ narration
 
     def say(self, text: str) -> None:
+        """Print a line of narration (above the live view, if any)."""
         target = self.live.console if self.live is not None else self.console
         target.print(text, highlight=False)
 
     # ------------------------------------------------------------------ sample data
 
     def populate(self) -> None:
+        """Create the users and sample tables, and fill them."""
         e, ns, n = self.engine, self.ns, self.rows
         for user_id, name in self.users:
             e.create_user(user_id, name)
@@ -171,10 +174,12 @@ class Demo:
     # ------------------------------------------------------------------ jobs
 
     def table(self, name: str, kind: str) -> dict[str, Any]:
+        """The parameters naming one sample table."""
         return {"namespace_id": self.ns, "table_name": name, "table_type": kind}
 
     async def phase(self, manager: Any, title: str,
                     jobs: Sequence[tuple[JobType, dict[str, Any], Expectation]]) -> None:
+        """Submit one phase's jobs together, wait for each, and check it."""
         self.say(f"[bold magenta]▶ {title}[/]")
         ids = await manager.create_jobs([(jt, params) for jt, params, _ in jobs],
                                         max_retries=3)
@@ -194,6 +199,7 @@ class Demo:
         return expected.check() if expected.check is not None else None
 
     def refresh(self, manager: Any) -> None:
+        """Redraw the live view (or print plain lines) from the store."""
         rows = sorted((JobRow.from_job(j) for j in manager.store.list_jobs(JobFilter())
                        if j.job_id in self.expect), key=lambda r: (r.created_at, r.job_id[3:]))
         if self.live is not None:
@@ -203,11 +209,13 @@ class Demo:
             self.reporter.update(rows)
 
     async def watch(self, manager: Any) -> None:
+        """Refresh the view every :data:`POLL_S` until cancelled."""
         while True:
             self.refresh(manager)
             await trio.sleep(POLL_S)  # the view's refresh period
 
     async def run_jobs(self, manager: Any) -> None:
+        """Run every phase of jobs, staging the writes and the clock jump between."""
         e, ns = self.engine, self.ns
         fail_once = _FailOnce()
         e.faults.set("after_snapshot", fail_once)
@@ -325,6 +333,7 @@ class Demo:
     # ------------------------------------------------------------------ verdict
 
     def outcomes(self, store: Any) -> list[Outcome]:
+        """Each job as it ended, with what was expected and any problem."""
         out = []
         for job_id in self.order:
             job = store.get_job(JobId(job_id))
@@ -332,6 +341,7 @@ class Demo:
         return out
 
     def close(self) -> None:
+        """Close the engine."""
         self.engine.close()
 
 
@@ -393,10 +403,17 @@ def run_demo(data: str | None, *, console: Console, live: bool | None = None,
 
     The log goes to ``DIR/demo.log`` at DEBUG, once the library's logs are on (the command
     turns them on; the library is quiet on import).
+
+    Raises:
+        CliError: ``data`` is a file, or cannot be made or written (a read-only file system).
+        StoreLocked: a runtime serves ``data``; nothing is written into its engine.
     """
     temporary = data is None
-    root = Path(tempfile.mkdtemp(prefix="kalam-demo-")) if data is None else Path(data)
-    root.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        root = Path(tempfile.mkdtemp(prefix="kalam-demo-"))
+    else:
+        # A file in its place, or a folder that cannot be written: one line, exit 2 or 1.
+        root = DataDir(data).prepare(create=True, command="demo").root
     holder = DataDir(root).runtime_pid()
     if holder is not None:
         # Checked before the sample tables are written into someone else's engine.
@@ -422,19 +439,23 @@ def run_demo(data: str | None, *, console: Console, live: bool | None = None,
         console.print(jobs_table(all_rows, title=f"system.jobs — {len(all_rows)} jobs",
                                  columns=table_columns(console.width)))
         for o in outcomes:
-            console.print(_summary_line(o), highlight=False)
+            # One line per job, however long: the terminal wraps it, and a pipe or a log
+            # keeps it whole for grep.
+            console.print(_summary_line(o), highlight=False, soft_wrap=True)
         bad = [o for o in outcomes if o.problem is not None]
         types = sorted({o.job.job_type.value for o in outcomes})
         if bad:
             console.print(f"[bold red]demo FAILED[/]: {len(bad)} of {len(outcomes)} jobs did "
-                          f"not end as expected (log: {root / 'demo.log'})", highlight=False)
+                          f"not end as expected (log: {root / 'demo.log'})", highlight=False,
+                          soft_wrap=True)
             return EXIT_FAILED
         counts: dict[str, int] = {}
         for o in outcomes:
             counts[o.job.status.value] = counts.get(o.job.status.value, 0) + 1
         tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         console.print(f"[bold green]demo OK[/]: {len(outcomes)} jobs of {len(types)} types "
-                      f"ended as expected ({tally}) in {elapsed:.1f} s", highlight=False)
+                      f"ended as expected ({tally}) in {elapsed:.1f} s", highlight=False,
+                      soft_wrap=True)
         return EXIT_OK
     finally:
         logger.remove(sink)

@@ -8,13 +8,14 @@ whether the jobs run in this process or in another one.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, TextIO
 
 import orjson
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,13 +29,20 @@ from rich.text import Text
 from .model import SYSTEM_JOBS_COLUMNS, JobRow
 
 __all__ = [
+    "COMPACT_COLUMNS",
+    "FULL_TABLE_WIDTH",
+    "NARROW_COLUMNS",
+    "PIPE_WIDTH",
     "STATUS_STYLE",
+    "TINY_COLUMNS",
     "JobBoard",
     "PlainReporter",
     "job_detail_table",
     "jobs_table",
+    "json_line",
     "make_console",
     "row_to_json",
+    "table_columns",
 ]
 
 STATUS_STYLE: Final = {
@@ -47,19 +55,28 @@ STATUS_STYLE: Final = {
     "Cancelled": "dim",
     "Skipped": "blue",
 }
-_PIPE_WIDTH: Final = 400
+PIPE_WIDTH: Final = 120
+"""The width of output that goes to a pipe or a file when ``COLUMNS`` does not say."""
+BOARD_WIDE: Final = 110
+"""From this width the live board shows every column and full-size bars."""
 _FINISHED: Final = frozenset({"Completed", "Failed", "Cancelled", "Skipped"})
 
 
 def make_console(file: TextIO | None = None, *, force_terminal: bool | None = None,
                  width: int | None = None, stderr: bool = False) -> Console:
-    """A console for the CLI. When the output is not a terminal (a pipe, a file, a test), it
-    is given a wide fixed width so that table rows are not squeezed into many lines."""
+    """A console for the CLI, as wide as the terminal. Output to a pipe or a file is as wide
+    as ``COLUMNS`` says, else :data:`PIPE_WIDTH` (rich alone would take 80)."""
     console = Console(file=file, force_terminal=force_terminal, width=width, stderr=stderr,
                       highlight=False, soft_wrap=False, emoji=False)
-    if width is None and not console.is_terminal:
-        console.width = _PIPE_WIDTH
+    if width is None and not console.is_terminal and not _columns_from_env():
+        console.width = PIPE_WIDTH
     return console
+
+
+def _columns_from_env() -> bool:
+    """Whether ``COLUMNS`` holds a width (rich reads it itself)."""
+    value = os.environ.get("COLUMNS", "")
+    return value.isdigit() and int(value) > 0
 
 
 # --------------------------------------------------------------------------- cells
@@ -103,19 +120,32 @@ def progress_text(progress: dict[str, Any] | None) -> str:
 
 
 def status_text(status: str) -> Text:
+    """A status in its colour."""
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
 def row_to_json(row: JobRow) -> dict[str, Any]:
     """One job as a JSON-ready dict: the ``system.jobs`` columns, in order; times as ISO 8601
-    UTC text, progress as ``{"done", "total", "note"}`` or null."""
+    UTC text, parameters as the object they are, progress as ``{"done", "total", "note"}``
+    or null."""
     out: dict[str, Any] = {}
     for column, value in zip(SYSTEM_JOBS_COLUMNS, row, strict=True):
         out[column] = value.isoformat() if isinstance(value, datetime) else value
+    out["parameters"] = _params_object(row.parameters)
     return out
 
 
+def _params_object(text: str) -> Any:
+    """The stored parameters (JSON object text) as an object; text that is not JSON stays
+    text rather than failing the whole listing."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
 def json_line(row: JobRow) -> str:
+    """One job as one line of JSON (see :func:`row_to_json`)."""
     return orjson.dumps(row_to_json(row)).decode()
 
 
@@ -125,12 +155,23 @@ def json_line(row: JobRow) -> str:
 FULL_TABLE_WIDTH: Final = 300
 """Below this console width, :func:`jobs_table` leaves out the widest columns."""
 NARROW_COLUMNS: Final = ("job_id", "job_type", "status", "message", "retry_count", "progress")
+"""The columns of a table from 110 columns wide."""
+COMPACT_COLUMNS: Final = ("job_id", "job_type", "status", "message")
+"""The columns of a table from 74 columns wide (an 80-column terminal)."""
+TINY_COLUMNS: Final = ("job_id", "status", "message")
+"""The columns of a narrower table (the job id's prefix still says the type)."""
+_TIERS: Final = ((FULL_TABLE_WIDTH, SYSTEM_JOBS_COLUMNS), (110, NARROW_COLUMNS),
+                 (74, COMPACT_COLUMNS))
 
 
 def table_columns(width: int) -> tuple[str, ...]:
     """The ``system.jobs`` columns that fit a console ``width`` readably, in the view's
-    order: all of them from :data:`FULL_TABLE_WIDTH` on, else :data:`NARROW_COLUMNS`."""
-    return SYSTEM_JOBS_COLUMNS if width >= FULL_TABLE_WIDTH else NARROW_COLUMNS
+    order: all of them from :data:`FULL_TABLE_WIDTH` on, then fewer as the width shrinks.
+    Ids, types and statuses are never cut, and the message always has a column."""
+    for least, columns in _TIERS:
+        if width >= least:
+            return columns
+    return TINY_COLUMNS
 
 
 def _cells(row: JobRow) -> dict[str, RenderableType]:
@@ -171,8 +212,11 @@ def jobs_table(rows: Iterable[JobRow], *, title: str | None = None,
     widths = {"parameters": (20, 48), "message": (14 if hidden else 24, 60),
               "exception_trace": (15, 40), "idempotency_key": (15, 24),
               "progress": (None, 12 if hidden else None)}
+    # Never cut: a job id is 29 characters and the longest status 9. The column tiers of
+    # table_columns leave room for them and the longest type.
+    least = {"job_id": 29, "status": 9}
     for column in shown:
-        low, high = widths.get(column, (None, None))
+        low, high = widths.get(column, (least.get(column), None))
         table.add_column(column, no_wrap=column not in widths or column == "progress",
                          overflow="ellipsis" if column == "progress" else "fold",
                          min_width=low, max_width=high)
@@ -239,17 +283,33 @@ class JobBoard:
             return TextColumn(field, style=style, markup=False,
                               table_column=Column(no_wrap=True, overflow="ellipsis", **column))
 
+        def bar(width: int) -> BarColumn:
+            return BarColumn(bar_width=width, table_column=Column(no_wrap=True,
+                                                                  min_width=width))
+
+        def status() -> TextColumn:
+            return TextColumn("{task.fields[status]}",
+                              table_column=Column(no_wrap=True, min_width=9))
+
+        def count() -> MofNCompleteColumn:
+            return MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=7))
+
         # Fixed widths for what must stay readable; the note takes what is left of the line.
-        self.progress = Progress(
+        self._wide_columns = (
             text("{task.fields[job_id]}", "bold", min_width=29),
             text("{task.description}", "cyan", max_width=28),
-            BarColumn(bar_width=20, table_column=Column(no_wrap=True, min_width=20)),
-            MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=7)),
-            TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, min_width=9)),
+            bar(20), count(), status(),
             text("{task.fields[retries]}", "magenta"),
             text("{task.fields[note]}", "dim", ratio=1, min_width=0),
-            expand=True,
         )
+        # Below BOARD_WIDE: id, status and count never cut; a short bar; the rest shares.
+        self._narrow_columns = (
+            text("{task.fields[job_id]}", "bold", min_width=29),
+            status(), bar(8), count(),
+            text("{task.description}", "cyan", max_width=16),
+            text("{task.fields[note]}", "dim", ratio=1, min_width=0),
+        )
+        self.progress = Progress(*self._wide_columns, expand=True)
         self.show_table = show_table
         # False: a job first seen already finished gets no bar (``jobs watch`` on a store
         # with history shows bars for the jobs that run while it watches).
@@ -299,21 +359,32 @@ class JobBoard:
             self.progress.stop_task(tracked.task)
         tracked.status = row.status
 
-    def renderable(self) -> RenderableType:
+    def renderable(self, width: int = FULL_TABLE_WIDTH) -> RenderableType:
+        """The bars, then the latest jobs' table (or a tally, without the table), laid out
+        for a console ``width`` wide: ids and statuses are never cut."""
+        wide = width >= BOARD_WIDE
+        self.progress.columns = self._wide_columns if wide else self._narrow_columns
         if not self.show_table:
             return Group(self.progress, self._tally())
         recent = self._rows[-self.table_limit:]
         table = Table(title=self.title, title_justify="left", header_style="bold",
-                      pad_edge=False, expand=True)
-        widths = {"job_id": (29, None), "job_type": (11, None), "status": (9, None),
+                      pad_edge=False, expand=True, box=box.HEAVY_HEAD if wide else
+                      box.SIMPLE_HEAD)
+        widths = {"job_id": (29, None), "job_type": (14, None), "status": (9, None),
                   "retries": (7, None), "progress": (10, 26), "message": (10, 60)}
-        for column, (low, high) in widths.items():
+        shown = [c for c in widths if wide or c in COMPACT_COLUMNS]
+        if width < 74:
+            shown.remove("job_type")
+        for column in shown:
+            low, high = widths[column]
             table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=low,
                              max_width=high, ratio=1 if column == "message" else None)
         for row in recent:
-            table.add_row(row.job_id, row.job_type, status_text(row.status),
-                          str(row.retry_count), progress_text(row.progress),
-                          _short(row.message, 60))
+            cells: dict[str, RenderableType] = {
+                "job_id": row.job_id, "job_type": row.job_type,
+                "status": status_text(row.status), "retries": str(row.retry_count),
+                "progress": progress_text(row.progress), "message": _short(row.message, 60)}
+            table.add_row(*(cells[c] for c in shown))
         return Group(self.progress, table)
 
     def _tally(self) -> Text:
@@ -326,8 +397,9 @@ class JobBoard:
             tally.append(status, style=STATUS_STYLE.get(status, ""))
         return tally
 
-    def __rich__(self) -> RenderableType:
-        return self.renderable()
+    def __rich_console__(self, console: Console,
+                         options: ConsoleOptions) -> Iterable[RenderableType]:
+        yield self.renderable(options.max_width)
 
 
 class PlainReporter:
@@ -339,6 +411,7 @@ class PlainReporter:
         self._seen: dict[str, tuple[str, int, int]] = {}
 
     def update(self, rows: Sequence[JobRow]) -> None:
+        """Print a line for each job whose state changed since the last update."""
         for row in rows:
             pg = row.progress or {}
             done, total = int(pg.get("done") or 0), pg.get("total")

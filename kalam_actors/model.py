@@ -343,6 +343,7 @@ class JobRow(NamedTuple):
 
     @classmethod
     def from_job(cls, job: Job) -> JobRow:
+        """The row of ``system.jobs`` that shows ``job``."""
         return cls(
             job.job_id,
             job.job_type.value,

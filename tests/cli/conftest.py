@@ -73,13 +73,14 @@ def job_status(data: Path, job_id: str) -> JobStatus | None:
 class Runtime:
     """A ``kalam-actors run`` child process and the folders it works in."""
 
-    def __init__(self, data: Path, control: Path, *extra: str) -> None:
+    def __init__(self, data: Path, control: Path, *extra: str, steered: bool = True) -> None:
         self.data = data
         self.control = control
         self.env = cli_env(control)
+        plugin = ["--plugin", "cli_plugin:executors"] if steered else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kalam_actors", "run", "--data", str(data), "--create",
-             "--plugin", "cli_plugin:executors", "--poll-interval", "0.05", *extra],
+             *plugin, "--poll-interval", "0.05", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -180,14 +181,14 @@ class Runtime:
 
 @pytest.fixture
 def start_runtime(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
-    """Start ``kalam-actors run`` on ``tmp_path/data`` (with the steered executors); every
-    runtime started is stopped after the test."""
+    """Start ``kalam-actors run`` on ``tmp_path/data`` (with the steered executors, unless
+    ``steered=False``); every runtime started is stopped after the test."""
     started: list[Runtime] = []
     control = tmp_path / "control"
     control.mkdir()
 
-    def start(*extra: str) -> Runtime:
-        runtime = Runtime(tmp_path / "data", control, *extra)
+    def start(*extra: str, steered: bool = True) -> Runtime:
+        runtime = Runtime(tmp_path / "data", control, *extra, steered=steered)
         started.append(runtime)
         return runtime
 
