@@ -340,6 +340,22 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
             return EXIT_OK
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    """Serve the web pages over the store of the data directory until interrupted."""
+    data = _data_dir(args).require()
+    try:
+        from .web import WebConfigError, serve
+    except ImportError as exc:
+        raise CliError(f"the web needs its extra: pip install 'kalam-actors[web]' ({exc})",
+                       EXIT_FAILED) from None
+    try:
+        serve(data.root, host=args.host, port=args.port, token=args.token,
+              log_file=args.log_file)
+    except WebConfigError as exc:
+        raise CliError(str(exc)) from None
+    return EXIT_OK
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     """``stats``: job counts by type and status, and whether a runtime serves the store."""
     data = _data_dir(args)
@@ -1028,6 +1044,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one JSON object: runtime_pid, total, by_status, by_type, "
                          "by_type_and_status")
     st.set_defaults(func=cmd_stats)
+    web = sub.add_parser(
+        "web", parents=[data], formatter_class=fmt, epilog=SEE_ALSO,
+        help="serve the job pages and /metrics to a browser (needs kalam-actors[web])")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default 127.0.0.1; another needs --token)")
+    web.add_argument("--port", type=int, default=8765, help="port to bind (default 8765)")
+    web.add_argument("--token", default=None,
+                     help="allow actions (cancel, retry, delete) to whoever presents it")
+    web.add_argument("--log-file", default=None,
+                     help="the runtime's log file: a job's page shows its lines")
+    web.set_defaults(func=cmd_web)
     _add_engine_commands(sub, data, fmt)
     return parser
 

@@ -309,3 +309,12 @@ def test_the_core_does_not_import_the_web() -> None:
             "assert not {'kalam_actors.web', 'starlette', 'hypercorn', 'jinja2'} "
             "& set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_cli_refuses_a_non_loopback_address_without_a_token(filled: Filled) -> None:
+    from kalam_actors.cli import main
+
+    # The data directory holds the filled store in jobs/.
+    code = main(["web", "--data", str(filled.root), "--host", "0.0.0.0"],
+                configure_logging=False)
+    assert code == 2
