@@ -39,15 +39,13 @@ from ..errors import (
 from ..ids import JobType
 from ..model import (
     JobStatus,
-    check_transition,
 )
 from .records import (
-    _ALLOWED_CODES,
-    _CODE_OF_VALUE,
     _TERMINAL_CODES,
     ACTIVE_CODES,
     SCHEMA_VERSION,
     STATUS_OF,
+    apply_move,
     decode_record,
     encode_record,
 )
@@ -394,28 +392,19 @@ class StoreTxn:
         """Move a record to ``new`` (checked against the transition table), set ``fields``,
         and keep every index in step. Raises InvalidTransition and writes nothing if refused."""
         job_id = rec["id"]
-        old_code = rec["s"]
-        new_code = _CODE_OF_VALUE[new._value_]
-        # Status codes are short strings: checking them is cheaper than hashing enums, and
-        # this runs for every state change.
-        if (old_code, new_code) not in _ALLOWED_CODES:
-            check_transition(job_id, STATUS_OF[old_code], new)  # raises, naming both
+        old_due = rec["ra"]
+        old_code = apply_move(rec, new, now, fields)  # raises before anything is written
+        new_code = rec["s"]
         s = self._s
         txn = self.txn
-        if old_code == "Y" and rec["ra"] is not None:
-            txn.delete(_due_key(rec["ra"], job_id), db=s.due)
-        rec.update(fields)
-        rec["s"] = new_code
-        rec["u"] = now
+        if old_code == "Y" and old_due is not None:
+            txn.delete(_due_key(old_due, job_id), db=s.due)
         if new_code in _TERMINAL_CODES:
-            rec["f"] = now
             key = rec["k"]
             if key is not None and txn.get(key.encode(), db=s.keys) == job_id.encode():
                 txn.delete(key.encode(), db=s.keys)
             if rec["cr"]:
                 txn.delete(job_id.encode(), db=s.cancels)
-        elif new_code == "R":
-            rec["st"] = now
         if new_code == "Y" and rec["ra"] is not None:
             txn.put(_due_key(rec["ra"], job_id), b"", db=s.due)
         unindexed = self._unindexed

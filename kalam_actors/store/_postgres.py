@@ -56,18 +56,17 @@ from psycopg.rows import TupleRow
 from ..errors import CorruptRecord, InvalidParams, InvalidTransition, JobNotFound, StoreError
 from ..executor import JobExecutor
 from ..ids import JobId, JobType
-from ..model import JobFilter, JobStatus, check_transition
+from ..model import JobFilter, JobStatus
 from ._lmdb import StoreTxn
 from .jobstore import JobStore
 from .records import (
-    _ALLOWED_CODES,
-    _CODE_OF_VALUE,
     _TERMINAL_CODES,
     ACTIVE_CODES,
     CODE,
     SCHEMA_VERSION,
     STATUS_OF,
     TYPE_OF_PREFIX,
+    apply_move,
 )
 
 __all__ = [
@@ -569,19 +568,10 @@ class PgStoreTxn:
         """Move a record to ``new`` (checked against the transition table), set ``fields``,
         and keep every index in step. Raises InvalidTransition and writes nothing if refused."""
         job_id = rec["id"]
-        old_code = rec["s"]
-        new_code = _CODE_OF_VALUE[new._value_]
-        if (old_code, new_code) not in _ALLOWED_CODES:
-            check_transition(job_id, STATUS_OF[old_code], new)  # raises, naming both
-        rec.update(fields)
-        rec["s"] = new_code
-        rec["u"] = now
-        if new_code in _TERMINAL_CODES:
-            rec["f"] = now
-            if rec["cr"]:
-                self._cancel_ops[job_id] = False
-        elif new_code == "R":
-            rec["st"] = now
+        old_code = apply_move(rec, new, now, fields)  # raises before anything is written
+        new_code = rec["s"]
+        if new_code in _TERMINAL_CODES and rec["cr"]:
+            self._cancel_ops[job_id] = False
         self.put(rec)
         self._count(old_code, job_id, -1)
         self._count(new_code, job_id, 1)

@@ -27,6 +27,7 @@ from ..model import (
     Job,
     JobStatus,
     Progress,
+    check_transition,
     truncate_head,
     truncate_tail,
 )
@@ -170,6 +171,30 @@ def record_to_job(rec: dict[str, Any]) -> Job:
         )
     except (KeyError, TypeError, IndexError) as exc:
         raise CorruptRecord(job_id, f"missing or malformed field {exc}") from exc
+
+
+def apply_move(rec: dict[str, Any], new: JobStatus, now: int, fields: dict[str, Any]) -> str:
+    """Move the record itself to ``new`` (checked against the transition table) and set
+    ``fields`` and the times the move stamps; return the status code it had. Every backend's
+    write transaction calls this, then keeps its own indexes in step.
+
+    Raises:
+        InvalidTransition: naming both statuses; the record is left as it was.
+    """
+    old_code: str = rec["s"]
+    new_code = _CODE_OF_VALUE[new._value_]
+    # Status codes are short strings: checking them is cheaper than hashing enums, and this
+    # runs for every state change.
+    if (old_code, new_code) not in _ALLOWED_CODES:
+        check_transition(rec["id"], STATUS_OF[old_code], new)  # raises, naming both
+    rec.update(fields)
+    rec["s"] = new_code
+    rec["u"] = now
+    if new_code in _TERMINAL_CODES:
+        rec["f"] = now
+    elif new_code == "R":
+        rec["st"] = now
+    return old_code
 
 
 def running_job(rec: dict[str, Any], started_us: int) -> Job:

@@ -46,6 +46,28 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
                           text=True, timeout=timeout, env=env or cli_env(), input=input)
 
 
+class Result:
+    """What one in-process ``kalam-actors`` call came to."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+    def __repr__(self) -> str:
+        return f"<Result {self.returncode} out={self.stdout!r} err={self.stderr!r}>"
+
+
+def run_main(capsys: pytest.CaptureFixture[str], args: list[str]) -> Result:
+    """``kalam-actors ARGS`` in-process, with what it printed."""
+    from kalam_actors.cli import main
+
+    try:
+        code = main(args, configure_logging=False)
+    except SystemExit as exc:  # argparse: usage errors, --help, --version
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
+
+
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 

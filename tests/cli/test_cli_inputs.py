@@ -13,35 +13,19 @@ import orjson
 import pytest
 
 from kalam_actors import SYSTEM_JOBS_COLUMNS, JobStore
-from kalam_actors.cli import main
+
+from .conftest import Result, json_lines, run_main
 
 FLUSH = {"namespace_id": "app", "table_name": "t", "table_type": "Shared"}
 CLEANUP = {"table_id": "app:t", "table_type": "Shared", "operation": "truncate"}
 
 
-class Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-    def __repr__(self) -> str:
-        return f"<Result {self.returncode} out={self.stdout!r} err={self.stderr!r}>"
-
-
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Any:
     def run(*args: str) -> Result:
-        try:
-            code = main(list(args), configure_logging=False)
-        except SystemExit as exc:  # argparse's usage errors
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return run_main(capsys, list(args))
 
     return run
-
-
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @pytest.fixture

@@ -17,33 +17,19 @@ import pytest
 
 import kalam_actors
 from kalam_actors import JobStatus, JobStore, JobType, start_job_manager
-from kalam_actors.cli import main
 from kalam_actors.storage import Engine
 
-from .conftest import cli, cli_env, json_lines
+from .conftest import Result, cli, cli_env, json_lines, run_main
 
 FLUSH = {"namespace_id": "app", "table_name": "t", "table_type": "Shared"}
 TRACEBACK = "Traceback (most recent call last)"
-
-
-class Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-    def __repr__(self) -> str:
-        return f"<Result {self.returncode} out={self.stdout!r} err={self.stderr!r}>"
 
 
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Any:
     """``kalam-actors ARGS`` in-process."""
     def call(*args: str) -> Result:
-        try:
-            code = main(list(args), configure_logging=False)
-        except SystemExit as exc:  # argparse: usage errors, --help, --version
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return run_main(capsys, list(args))
 
     return call
 

@@ -14,15 +14,7 @@ import pytest
 from kalam_actors.cli import main
 from kalam_actors.storage import Engine
 
-from .conftest import json_lines
-
-
-class Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-    def __repr__(self) -> str:
-        return f"<Result {self.returncode} out={self.stdout!r} err={self.stderr!r}>"
+from .conftest import Result, json_lines, run_main
 
 
 @pytest.fixture
@@ -36,12 +28,7 @@ def data(tmp_path: Path) -> Path:
 def run(capsys: pytest.CaptureFixture[str], data: Path) -> Any:
     """``kalam-actors ARGS --data DATA`` in-process."""
     def call(*args: str) -> Result:
-        try:
-            code = main([*args, "--data", str(data)], configure_logging=False)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return run_main(capsys, [*args, "--data", str(data)])
 
     return call
 
