@@ -280,7 +280,7 @@ def run(repeat: int, target_ms: float) -> dict[str, Any]:
         }
         out["codec"][name] = {}
         for op, stmts in rows.items():
-            got = measure(dict(zip(CODECS, stmts)), ns, repeat, target)
+            got = measure(dict(zip(CODECS, stmts, strict=True)), ns, repeat, target)
             out["codec"][name][op] = tuple(got[c] for c in CODECS)
 
     rec = dict(recs["fresh"])
@@ -292,10 +292,12 @@ def run(repeat: int, target_ms: float) -> dict[str, Any]:
         "copy.copy(struct)": "copy(st)",
         "struct.__copy__()": "st.__copy__()",
         "msgspec.structs.replace(struct)": "replace(st)",
-        "msgspec.structs.replace(struct, s=, u=)  [copy-on-write move]": "replace(st, s='R', u=now)",
+        "msgspec.structs.replace(struct, s=, u=)  [copy-on-write move]":
+            "replace(st, s='R', u=now)",
         "rec['s'] = 'R'  (dict item set)": "rec['s'] = 'R'",
         "st.s = 'R'  (attribute set)": "st.s = 'R'",
-        "move's sets: rec['s'], rec['u'], rec['st']": "rec['s'] = 'R'; rec['u'] = now; rec['st'] = now",
+        "move's sets: rec['s'], rec['u'], rec['st']":
+            "rec['s'] = 'R'; rec['u'] = now; rec['st'] = now",
         "move's sets: st.s, st.u, st.st": "st.s = 'R'; st.u = now; st.st = now",
         "(empty statement: timeit's own loop)": "pass",
     }

@@ -224,7 +224,8 @@ def start_latency(
             starts[ctx.job_id] = time.perf_counter()
             return JobDecision.completed()
 
-    Stamp.prefetch = prefetch  # type: ignore[attr-defined]
+    Stamp.prefetch = prefetch
+    Stamp.rerun_on_recovery = True  # as B1's no-op: safe to run again, so it starts at once
 
     async def main() -> dict[str, Any]:
         with scratch_dir("latency") as path:
