@@ -97,8 +97,11 @@ class JobContext:
         return params
 
     def _logger(self) -> Any:
+        # Logged as kalam_actors.context, not as the calling executor's module: job lines
+        # follow the library's switch (quiet until logger.enable("kalam_actors")), whoever
+        # wrote the executor.
         if self._log is None:
-            self._log = logger.bind(job_id=self.job_id).opt(depth=1)
+            self._log = logger.bind(job_id=self.job_id)
         return self._log
 
     @property

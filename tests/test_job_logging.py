@@ -318,3 +318,24 @@ def test_enabled_job_logs_carry_the_job_id(tmp_path: Path) -> None:
         f"[{job_id}] Running (attempt 2)",
         f"[{job_id}] completed: done",
     ]
+
+
+def test_an_applications_own_executor_logs_nothing_until_asked() -> None:
+    # ctx.log_* lines are the library's job lines, whoever wrote the executor.
+    code = (
+        "import tempfile, trio\n"
+        "from kalam_actors import JobDecision, JobExecutor, JobType, open_job_manager\n"
+        "class Mine(JobExecutor):\n"
+        "    job_type = JobType.FLUSH\n"
+        "    def execute(self, ctx, job):\n"
+        "        ctx.log_info('hello'); ctx.log_error('oops')\n"
+        "        return JobDecision.completed()\n"
+        "async def main():\n"
+        "    async with open_job_manager(tempfile.mkdtemp(), executors=[Mine()]) as m:\n"
+        "        await m.wait_job(await m.create_job(JobType.FLUSH, {}))\n"
+        "trio.run(main)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
